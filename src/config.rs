@@ -1,0 +1,652 @@
+//! The plugin configuration (JSON) and its compilation into a [`Policy`].
+//!
+//! Compiled once in `on_configure`; any error names the field it is about, and the
+//! filter is then refused (fail closed). Unknown fields are errors, so a typo cannot
+//! silently drop a check.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jwt_compact::alg::Hs256Key;
+use serde::Deserialize;
+
+use crate::path::{canonical_method, canonical_path};
+use crate::policy::{PathPattern, Requirement, Routes, Rule, Segment};
+
+/// The signature algorithms Gatehouse can verify. The configuration must name the
+/// ones it accepts; the token's `alg` is only ever compared with that list.
+pub const SUPPORTED_ALGORITHMS: [&str; 1] = ["HS256"];
+
+/// Shortest HMAC secret accepted, in bytes of entropy (RFC 7518 §3.2: at least the
+/// hash output size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    algorithms: Vec<String>,
+    hmac_secret: Option<RawSecret>,
+    #[serde(default = "defaults::clock_skew")]
+    clock_skew_seconds: u32,
+    #[serde(default = "defaults::max_lifetime")]
+    max_token_lifetime_seconds: u32,
+    #[serde(default = "defaults::max_token_bytes")]
+    max_token_bytes: u32,
+    #[serde(default = "defaults::roles_claim")]
+    roles_claim: String,
+    #[serde(default = "defaults::realm")]
+    realm: String,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default = "defaults::no_match")]
+    no_match: RawRequire,
+    #[serde(default)]
+    forward: RawForward,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: String,
+    #[serde(default)]
+    hex_decode: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path: Option<String>,
+    prefix: Option<String>,
+    methods: Option<Vec<String>>,
+    require: RawRequire,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawRequire {
+    Public,
+    Authenticated,
+    Deny,
+    AnyOf(Vec<String>),
+    AllOf(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    #[serde(default = "defaults::header_prefix")]
+    header_prefix: String,
+    /// Claim name -> header name suffix. `None` means the defaults.
+    claims: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    authorization: bool,
+}
+
+impl Default for RawForward {
+    fn default() -> Self {
+        RawForward {
+            header_prefix: defaults::header_prefix(),
+            claims: None,
+            authorization: false,
+        }
+    }
+}
+
+mod defaults {
+    use super::RawRequire;
+    pub fn clock_skew() -> u32 {
+        60
+    }
+    pub fn max_lifetime() -> u32 {
+        24 * 3600
+    }
+    pub fn max_token_bytes() -> u32 {
+        8 * 1024
+    }
+    pub fn roles_claim() -> String {
+        "roles".into()
+    }
+    pub fn realm() -> String {
+        "gatehouse".into()
+    }
+    pub fn no_match() -> RawRequire {
+        RawRequire::Authenticated
+    }
+    pub fn header_prefix() -> String {
+        "x-auth-".into()
+    }
+}
+
+/// Everything the filter needs to decide, compiled from the configuration.
+pub struct Policy {
+    pub token: TokenPolicy,
+    pub routes: Routes,
+    pub forward: Forward,
+    /// `Bearer realm="..."`, the start of every `WWW-Authenticate` we send.
+    pub challenge: String,
+}
+
+/// How tokens are verified.
+pub struct TokenPolicy {
+    pub issuer: String,
+    /// Empty: `aud` is not checked. Otherwise the token must name one of these.
+    pub audiences: Vec<String>,
+    pub hs256_key: Hs256Key,
+    pub clock_skew_seconds: i64,
+    pub max_lifetime_seconds: i64,
+    pub max_token_bytes: usize,
+    pub roles_claim: String,
+}
+
+/// What goes upstream once a token is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// Lower-case; every incoming header under it is removed before ours are set.
+    pub header_prefix: String,
+    /// (claim name, full header name), in a stable order.
+    pub claims: Vec<(String, String)>,
+    /// Whether the `Authorization` header goes upstream on protected routes.
+    pub authorization: bool,
+}
+
+/// A configuration error: the field it is about and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Parses and compiles the plugin configuration. `env` reads the VM's environment
+/// (the HMAC secret arrives that way, never inside the configuration).
+pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Policy, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path == "?" {
+            "configuration".to_string()
+        } else {
+            path
+        };
+        err(field, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| err("configuration", e.to_string()))?;
+
+    if raw.issuer.is_empty() {
+        return Err(err("issuer", "must not be empty"));
+    }
+    for (i, aud) in raw.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            return Err(err(format!("audiences[{i}]"), "must not be empty"));
+        }
+    }
+    let hs256_key = compile_algorithms(&raw.algorithms, raw.hmac_secret.as_ref(), &env)?;
+    if raw.max_token_lifetime_seconds == 0 {
+        return Err(err("max_token_lifetime_seconds", "must be at least 1"));
+    }
+    if raw.max_token_bytes < 64 {
+        return Err(err("max_token_bytes", "must be at least 64"));
+    }
+    if raw.roles_claim.is_empty() {
+        return Err(err("roles_claim", "must not be empty"));
+    }
+    if raw.realm.is_empty()
+        || !raw
+            .realm
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err(err(
+            "realm",
+            "must be printable ASCII without quotes or backslashes",
+        ));
+    }
+
+    let rules = raw
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile_rule(r, &format!("rules[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let no_match = compile_require(&raw.no_match, "no_match")?;
+    let forward = compile_forward(&raw.forward, &raw.roles_claim)?;
+
+    Ok(Policy {
+        token: TokenPolicy {
+            issuer: raw.issuer,
+            audiences: raw.audiences,
+            hs256_key,
+            clock_skew_seconds: i64::from(raw.clock_skew_seconds),
+            max_lifetime_seconds: i64::from(raw.max_token_lifetime_seconds),
+            max_token_bytes: usize::try_from(raw.max_token_bytes).unwrap_or(usize::MAX),
+            roles_claim: raw.roles_claim,
+        },
+        routes: Routes { rules, no_match },
+        forward,
+        challenge: format!("Bearer realm=\"{}\"", raw.realm),
+    })
+}
+
+fn compile_algorithms(
+    algorithms: &[String],
+    secret: Option<&RawSecret>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Hs256Key, ConfigError> {
+    if algorithms.is_empty() {
+        return Err(err("algorithms", "must name at least one algorithm"));
+    }
+    for (i, alg) in algorithms.iter().enumerate() {
+        if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
+            return Err(err(
+                format!("algorithms[{i}]"),
+                format!(
+                    "`{alg}` is not supported (supported: {})",
+                    SUPPORTED_ALGORITHMS.join(", ")
+                ),
+            ));
+        }
+    }
+    let secret = secret.ok_or_else(|| err("hmac_secret", "is required when algorithms include HS256"))?;
+    if secret.env.is_empty() {
+        return Err(err("hmac_secret.env", "must name an environment variable"));
+    }
+    // The value is never echoed: only its name and what is wrong with it.
+    let value = env(&secret.env).ok_or_else(|| {
+        err(
+            "hmac_secret.env",
+            format!(
+                "environment variable {} is not set in the Wasm VM (pass it with vm_config.environment_variables.host_env_keys)",
+                secret.env
+            ),
+        )
+    })?;
+    let value = value.trim();
+    let decoded = hex::decode(value).map_err(|_| {
+        err(
+            "hmac_secret.env",
+            format!(
+                "{} must be hex-encoded (for example `openssl rand -hex 32`)",
+                secret.env
+            ),
+        )
+    })?;
+    if decoded.len() < MIN_SECRET_BYTES {
+        return Err(err(
+            "hmac_secret.env",
+            format!(
+                "{} must hold at least {MIN_SECRET_BYTES} bytes ({} hex digits)",
+                secret.env,
+                2 * MIN_SECRET_BYTES
+            ),
+        ));
+    }
+    Ok(if secret.hex_decode {
+        Hs256Key::new(decoded)
+    } else {
+        Hs256Key::new(value.as_bytes())
+    })
+}
+
+fn compile_rule(raw: &RawRule, field: &str) -> Result<Rule, ConfigError> {
+    let pattern = match (&raw.path, &raw.prefix) {
+        (Some(path), None) => compile_path(path, &format!("{field}.path"), false)?,
+        (None, Some(prefix)) => compile_path(prefix, &format!("{field}.prefix"), true)?,
+        _ => return Err(err(field, "needs exactly one of `path` or `prefix`")),
+    };
+    let methods = match &raw.methods {
+        None => None,
+        Some(list) if list.is_empty() => {
+            return Err(err(
+                format!("{field}.methods"),
+                "must not be empty (omit it to match every method)",
+            ))
+        }
+        Some(list) => Some(
+            list.iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    canonical_method(m.as_bytes()).ok_or_else(|| {
+                        err(
+                            format!("{field}.methods[{i}]"),
+                            format!("`{m}` is not an HTTP method token"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    Ok(Rule {
+        pattern,
+        methods,
+        require: compile_require(&raw.require, &format!("{field}.require"))?,
+    })
+}
+
+/// A pattern must already be canonical, so it can be compared with canonical paths.
+fn compile_path(pattern: &str, field: &str, is_prefix: bool) -> Result<PathPattern, ConfigError> {
+    let canonical = canonical_path(pattern.as_bytes()).map_err(|why| {
+        err(field, format!("`{pattern}` is not a canonical path ({why:?}); write it as it reaches Envoy after normalisation"))
+    })?;
+    if canonical != pattern || pattern.contains('?') {
+        return Err(err(
+            field,
+            format!("`{pattern}` is not canonical; write `{canonical}`"),
+        ));
+    }
+    let trimmed = match pattern.strip_suffix('/') {
+        Some(t) if !t.is_empty() => t,
+        _ => pattern,
+    };
+    if is_prefix {
+        if trimmed.contains(['{', '}']) {
+            return Err(err(field, "a prefix cannot hold `{placeholders}`"));
+        }
+        return Ok(PathPattern::Prefix(trimmed.to_string()));
+    }
+    if trimmed != pattern {
+        return Err(err(
+            field,
+            format!("`{pattern}` ends with `/`; trailing slashes are matched either way, write `{trimmed}`"),
+        ));
+    }
+    if !pattern.contains(['{', '}']) {
+        return Ok(PathPattern::Exact(pattern.to_string()));
+    }
+    let segments = pattern
+        .split('/')
+        .skip(1)
+        .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name)
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                Ok(Segment::Param)
+            }
+            Some(_) => Err(err(
+                field,
+                format!("placeholder `{s}` must be `{{name}}` with letters, digits or `_`"),
+            )),
+            None if s.contains(['{', '}']) => Err(err(
+                field,
+                format!("`{s}`: a placeholder must be a whole segment"),
+            )),
+            None => Ok(Segment::Literal(s.to_string())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PathPattern::Template(segments))
+}
+
+fn compile_require(raw: &RawRequire, field: &str) -> Result<Requirement, ConfigError> {
+    let roles = |list: &[String], which: &str| -> Result<Vec<String>, ConfigError> {
+        if list.is_empty() {
+            return Err(err(format!("{field}.{which}"), "must name at least one role"));
+        }
+        for (i, role) in list.iter().enumerate() {
+            if role.is_empty() || role.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(err(
+                    format!("{field}.{which}[{i}]"),
+                    "a role must be non-empty, without spaces or control characters",
+                ));
+            }
+        }
+        Ok(list.to_vec())
+    };
+    Ok(match raw {
+        RawRequire::Public => Requirement::Public,
+        RawRequire::Authenticated => Requirement::Authenticated,
+        RawRequire::Deny => Requirement::Deny,
+        RawRequire::AnyOf(list) => Requirement::AnyOf(roles(list, "any_of")?),
+        RawRequire::AllOf(list) => Requirement::AllOf(roles(list, "all_of")?),
+    })
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn compile_forward(raw: &RawForward, roles_claim: &str) -> Result<Forward, ConfigError> {
+    let prefix = &raw.header_prefix;
+    if !is_header_name(prefix) || !prefix.ends_with('-') || prefix.len() < 3 {
+        return Err(err(
+            "forward.header_prefix",
+            "must be lower-case letters, digits and `-`, at least 3 characters, ending with `-` (such as `x-auth-`)",
+        ));
+    }
+    let claims: Vec<(String, String)> = match &raw.claims {
+        None => vec![("sub".into(), "sub".into()), (roles_claim.into(), "roles".into())],
+        Some(map) => map.iter().map(|(c, h)| (c.clone(), h.clone())).collect(),
+    };
+    let mut headers: Vec<String> = Vec::with_capacity(claims.len());
+    for (claim, suffix) in &claims {
+        let field = format!("forward.claims.{claim}");
+        if claim.is_empty() {
+            return Err(err("forward.claims", "claim names must not be empty"));
+        }
+        if !is_header_name(suffix) || suffix.starts_with('-') || suffix.ends_with('-') {
+            return Err(err(
+                field,
+                format!("`{suffix}` must be lower-case letters, digits and inner `-`"),
+            ));
+        }
+        let header = format!("{prefix}{suffix}");
+        if headers.contains(&header) {
+            return Err(err(field, format!("header `{header}` is used twice")));
+        }
+        headers.push(header);
+    }
+    Ok(Forward {
+        header_prefix: prefix.clone(),
+        claims: claims.into_iter().map(|(c, _)| c).zip(headers).collect(),
+        authorization: raw.authorization,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SECRET_KEY").then(|| SECRET.to_string())
+    }
+
+    fn compile_str(json: &str) -> Result<Policy, ConfigError> {
+        compile(json.as_bytes(), env)
+    }
+
+    const MINIMAL: &str =
+        r#"{"issuer":"https://gatehouse.test","algorithms":["HS256"],"hmac_secret":{"env":"SECRET_KEY"}}"#;
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let p = compile_str(MINIMAL).unwrap();
+        assert_eq!(p.token.issuer, "https://gatehouse.test");
+        assert!(p.token.audiences.is_empty());
+        assert_eq!(p.token.clock_skew_seconds, 60);
+        assert_eq!(p.token.max_lifetime_seconds, 86400);
+        assert_eq!(p.token.max_token_bytes, 8192);
+        assert_eq!(p.token.roles_claim, "roles");
+        assert_eq!(p.routes.rules, vec![]);
+        assert_eq!(p.routes.no_match, Requirement::Authenticated);
+        assert_eq!(
+            p.forward,
+            Forward {
+                header_prefix: "x-auth-".into(),
+                claims: vec![
+                    ("sub".into(), "x-auth-sub".into()),
+                    ("roles".into(), "x-auth-roles".into())
+                ],
+                authorization: false,
+            }
+        );
+        assert_eq!(p.challenge, "Bearer realm=\"gatehouse\"");
+    }
+
+    #[test]
+    fn full_config_compiles() {
+        let p = compile_str(
+            r#"{
+              "issuer": "i", "audiences": ["api", "web"], "algorithms": ["HS256"],
+              "hmac_secret": {"env": "SECRET_KEY", "hex_decode": true},
+              "clock_skew_seconds": 5, "max_token_lifetime_seconds": 3600, "max_token_bytes": 4096,
+              "roles_claim": "scope", "realm": "api",
+              "rules": [
+                {"path": "/token", "methods": ["post"], "require": "public"},
+                {"prefix": "/.well-known/", "require": "public"},
+                {"path": "/users/{id}", "methods": ["DELETE"], "require": {"any_of": ["admin"]}},
+                {"path": "/reports/{year}/{month}", "require": {"all_of": ["finance", "audit"]}},
+                {"prefix": "/internal", "require": "deny"}
+              ],
+              "no_match": "deny",
+              "forward": {"header_prefix": "x-user-", "claims": {"sub": "id", "email": "email"}, "authorization": true}
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(p.token.audiences, ["api", "web"]);
+        assert_eq!(p.routes.rules.len(), 5);
+        assert_eq!(p.routes.rules[0].methods, Some(vec!["POST".to_string()]));
+        assert_eq!(
+            p.routes.rules[1].pattern,
+            PathPattern::Prefix("/.well-known".into())
+        );
+        assert_eq!(
+            p.routes.rules[2].pattern,
+            PathPattern::Template(vec![Segment::Literal("users".into()), Segment::Param])
+        );
+        assert_eq!(
+            p.routes.rules[3].require,
+            Requirement::AllOf(vec!["finance".into(), "audit".into()])
+        );
+        assert_eq!(p.routes.no_match, Requirement::Deny);
+        assert_eq!(
+            p.forward.claims,
+            vec![
+                ("email".into(), "x-user-email".into()),
+                ("sub".into(), "x-user-id".into())
+            ]
+        );
+        assert!(p.forward.authorization);
+        assert_eq!(p.challenge, "Bearer realm=\"api\"");
+    }
+
+    #[test]
+    fn secret_bytes_follow_hex_decode() {
+        use jwt_compact::{alg::Hs256, AlgorithmExt, Claims, Header};
+        let sign = |key: &[u8]| {
+            Hs256
+                .token(&Header::empty(), &Claims::empty(), &Hs256Key::new(key))
+                .unwrap()
+        };
+        let text = compile_str(MINIMAL).unwrap();
+        let decoded =
+            compile_str(&MINIMAL.replace(r#""env":"SECRET_KEY""#, r#""env":"SECRET_KEY","hex_decode":true"#))
+                .unwrap();
+        let check = |p: &Policy, token: &str| {
+            let t = jwt_compact::UntrustedToken::new(token).unwrap();
+            Hs256
+                .validator::<jwt_compact::Empty>(&p.token.hs256_key)
+                .validate(&t)
+                .is_ok()
+        };
+        let by_text = sign(SECRET.as_bytes());
+        let by_bytes = sign(&hex::decode(SECRET).unwrap());
+        assert!(check(&text, &by_text) && !check(&text, &by_bytes));
+        assert!(check(&decoded, &by_bytes) && !check(&decoded, &by_text));
+    }
+
+    #[test]
+    fn every_error_names_its_field() {
+        let cases: &[(&str, &str)] = &[
+            ("{", "configuration"),
+            ("[]", "configuration"),
+            (r#"{"algorithms":["HS256"],"hmac_secret":{"env":"SECRET_KEY"}}"#, "configuration"),
+            (&MINIMAL.replace("}}", "},\"issuerr\":\"x\"}"), "issuerr"),
+            (&MINIMAL.replace("\"https://gatehouse.test\"", "\"\""), "issuer"),
+            (&MINIMAL.replace("\"https://gatehouse.test\"", "7"), "issuer"),
+            (&MINIMAL.replace("}}", "},\"audiences\":[\"\"]}"), "audiences[0]"),
+            (&MINIMAL.replace("[\"HS256\"]", "[]"), "algorithms"),
+            (&MINIMAL.replace("[\"HS256\"]", "[\"HS256\",\"none\"]"), "algorithms[1]"),
+            (&MINIMAL.replace("[\"HS256\"]", "[\"RS256\"]"), "algorithms[0]"),
+            (&MINIMAL.replace("[\"HS256\"]", "[\"hs256\"]"), "algorithms[0]"),
+            (&MINIMAL.replace(",\"hmac_secret\":{\"env\":\"SECRET_KEY\"}", ""), "hmac_secret"),
+            (&MINIMAL.replace("SECRET_KEY", "NOPE"), "hmac_secret.env"),
+            (&MINIMAL.replace("SECRET_KEY", ""), "hmac_secret.env"),
+            (&MINIMAL.replace("\"SECRET_KEY\"}", "\"SECRET_KEY\",\"value\":\"x\"}"), "hmac_secret.value"),
+            (&MINIMAL.replace("}}", "},\"clock_skew_seconds\":-1}"), "clock_skew_seconds"),
+            (&MINIMAL.replace("}}", "},\"max_token_lifetime_seconds\":0}"), "max_token_lifetime_seconds"),
+            (&MINIMAL.replace("}}", "},\"max_token_bytes\":10}"), "max_token_bytes"),
+            (&MINIMAL.replace("}}", "},\"roles_claim\":\"\"}"), "roles_claim"),
+            (&MINIMAL.replace("}}", "},\"realm\":\"a\\\"b\"}"), "realm"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"require\":\"public\"}]}"), "rules[0]"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a\",\"prefix\":\"/a\",\"require\":\"public\"}]}"), "rules[0]"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a\"}]}"), "rules[0]"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a\",\"require\":\"open\"}]}"), "rules[0].require"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a\",\"require\":{\"any_of\":[]}}]}"), "rules[0].require.any_of"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a\",\"require\":{\"all_of\":[\"a b\"]}}]}"), "rules[0].require.all_of[0]"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a\",\"methods\":[],\"require\":\"public\"}]}"), "rules[0].methods"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a\",\"methods\":[\"GE T\"],\"require\":\"public\"}]}"), "rules[0].methods[0]"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a\",\"require\":\"public\",\"method\":[\"GET\"]}]}"), "rules[0].method"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/ok\",\"require\":\"public\"},{\"path\":\"a\",\"require\":\"public\"}]}"), "rules[1].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a/../b\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a%2fb\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/%61\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a?b\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a/\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a/{id\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a/{}\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a/x{id}\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"prefix\":\"/a/{id}\",\"require\":\"public\"}]}"), "rules[0].prefix"),
+            (&MINIMAL.replace("}}", "},\"no_match\":\"maybe\"}"), "no_match"),
+            (&MINIMAL.replace("}}", "},\"forward\":{\"header_prefix\":\"X-Auth-\"}}"), "forward.header_prefix"),
+            (&MINIMAL.replace("}}", "},\"forward\":{\"header_prefix\":\"x-auth\"}}"), "forward.header_prefix"),
+            (&MINIMAL.replace("}}", "},\"forward\":{\"header_prefix\":\"-\"}}"), "forward.header_prefix"),
+            (&MINIMAL.replace("}}", "},\"forward\":{\"claims\":{\"sub\":\"a b\"}}}"), "forward.claims.sub"),
+            (&MINIMAL.replace("}}", "},\"forward\":{\"claims\":{\"sub\":\"u\",\"name\":\"u\"}}}"), "forward.claims.sub"),
+            (&MINIMAL.replace("}}", "},\"forward\":{\"authorisation\":true}}"), "forward.authorisation"),
+        ];
+        for (json, field) in cases {
+            match compile_str(json) {
+                Ok(_) => panic!("accepted: {json}"),
+                Err(e) => assert_eq!(&e.field, field, "{json}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn weak_or_missing_secrets_are_refused_without_echoing_them() {
+        for bad in [
+            "",
+            "not-hex-at-all",
+            "abcd",
+            &SECRET[..62],
+            &format!("{}zz", &SECRET[..62]),
+        ] {
+            let e = compile(MINIMAL.as_bytes(), |_| Some(bad.to_string()))
+                .err()
+                .unwrap();
+            assert_eq!(e.field, "hmac_secret.env");
+            if !bad.is_empty() {
+                assert!(!e.to_string().contains(bad), "{e}");
+            }
+        }
+        // Surrounding whitespace (a secret read from a file) is not part of the key.
+        assert!(compile(MINIMAL.as_bytes(), |_| Some(format!("{SECRET}\n"))).is_ok());
+    }
+}

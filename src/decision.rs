@@ -1,0 +1,814 @@
+//! One request in, one decision out: [`decide`] is a pure function of the compiled
+//! policy, the method, the path, the headers and the time. [`Reason`] is the one place
+//! where a failure becomes a status, an RFC 6750 error and a counter name.
+
+use serde_json::Value;
+
+use crate::config::Policy;
+use crate::path::canonical_path;
+use crate::policy::{request_methods, Requirement, METHOD_OVERRIDE_HEADERS};
+use crate::token::{verify, VerifiedToken};
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    MissingToken,
+    AuthorizationRepeated,
+    AuthorizationMalformed,
+    BadMethod,
+    AmbiguousPath,
+    TokenTooLarge,
+    Malformed,
+    HeaderRefused,
+    Algorithm,
+    Signature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    Lifetime,
+    Issuer,
+    Audience,
+    Claims,
+    Unforwardable,
+    Forbidden,
+    Closed,
+}
+
+/// What happened to a request, one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    AllowedPublic,
+    Allowed,
+    Denied(Reason),
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 22] = [
+        Outcome::AllowedPublic,
+        Outcome::Allowed,
+        Outcome::Denied(Reason::MissingToken),
+        Outcome::Denied(Reason::AuthorizationRepeated),
+        Outcome::Denied(Reason::AuthorizationMalformed),
+        Outcome::Denied(Reason::BadMethod),
+        Outcome::Denied(Reason::AmbiguousPath),
+        Outcome::Denied(Reason::TokenTooLarge),
+        Outcome::Denied(Reason::Malformed),
+        Outcome::Denied(Reason::HeaderRefused),
+        Outcome::Denied(Reason::Algorithm),
+        Outcome::Denied(Reason::Signature),
+        Outcome::Denied(Reason::Expired),
+        Outcome::Denied(Reason::NotYetValid),
+        Outcome::Denied(Reason::IssuedInFuture),
+        Outcome::Denied(Reason::Lifetime),
+        Outcome::Denied(Reason::Issuer),
+        Outcome::Denied(Reason::Audience),
+        Outcome::Denied(Reason::Claims),
+        Outcome::Denied(Reason::Unforwardable),
+        Outcome::Denied(Reason::Forbidden),
+        Outcome::Denied(Reason::Closed),
+    ];
+
+    /// Position in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
+        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+
+    /// The counter's name; Envoy shows it as `wasmcustom.<name>`.
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Outcome::AllowedPublic => "gatehouse.allowed.public",
+            Outcome::Allowed => "gatehouse.allowed.token",
+            Outcome::Denied(reason) => reason.metric_name(),
+        }
+    }
+}
+
+/// A refusal, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    pub status: u32,
+    pub www_authenticate: Option<String>,
+    /// `{"error": ..., "error_description": ...}`
+    pub body: String,
+}
+
+impl Reason {
+    /// The HTTP status and the `error` code (RFC 6750 §3.1 where one applies).
+    fn status_and_error(self) -> (u32, &'static str) {
+        use Reason::*;
+        match self {
+            MissingToken => (401, "unauthorized"),
+            AuthorizationRepeated | AuthorizationMalformed | BadMethod | AmbiguousPath => {
+                (400, "invalid_request")
+            }
+            TokenTooLarge | Malformed | HeaderRefused | Algorithm | Signature | Expired | NotYetValid
+            | IssuedInFuture | Lifetime | Issuer | Audience | Claims | Unforwardable => {
+                (401, "invalid_token")
+            }
+            Forbidden => (403, "insufficient_scope"),
+            Closed => (403, "access_denied"),
+        }
+    }
+
+    /// A short, fixed description: never the token, a claim value or a key.
+    pub fn description(self) -> &'static str {
+        use Reason::*;
+        match self {
+            MissingToken => "a Bearer token is required",
+            AuthorizationRepeated => "more than one Authorization header",
+            AuthorizationMalformed => "the Authorization header must be 'Bearer <token>'",
+            BadMethod => "the request method is not valid",
+            AmbiguousPath => "the request path is ambiguous",
+            TokenTooLarge => "the token is too large",
+            Malformed => "the token is malformed",
+            HeaderRefused => "the token header has a parameter that is not accepted",
+            Algorithm => "the token algorithm is not accepted",
+            Signature => "the token signature is invalid",
+            Expired => "the token has expired",
+            NotYetValid => "the token is not valid yet",
+            IssuedInFuture => "the token was issued in the future",
+            Lifetime => "the token lifetime is too long",
+            Issuer => "the token issuer is not accepted",
+            Audience => "the token audience is not accepted",
+            Claims => "the token claims are invalid",
+            Unforwardable => "a token claim cannot be forwarded safely",
+            Forbidden => "the token lacks a required role",
+            Closed => "this route is closed",
+        }
+    }
+
+    fn metric_name(self) -> &'static str {
+        use Reason::*;
+        match self {
+            MissingToken => "gatehouse.denied.missing_token",
+            AuthorizationRepeated => "gatehouse.denied.authorization_repeated",
+            AuthorizationMalformed => "gatehouse.denied.authorization_malformed",
+            BadMethod => "gatehouse.denied.bad_method",
+            AmbiguousPath => "gatehouse.denied.ambiguous_path",
+            TokenTooLarge => "gatehouse.denied.token_too_large",
+            Malformed => "gatehouse.denied.malformed",
+            HeaderRefused => "gatehouse.denied.header_refused",
+            Algorithm => "gatehouse.denied.algorithm",
+            Signature => "gatehouse.denied.signature",
+            Expired => "gatehouse.denied.expired",
+            NotYetValid => "gatehouse.denied.not_yet_valid",
+            IssuedInFuture => "gatehouse.denied.issued_in_future",
+            Lifetime => "gatehouse.denied.lifetime",
+            Issuer => "gatehouse.denied.issuer",
+            Audience => "gatehouse.denied.audience",
+            Claims => "gatehouse.denied.claims",
+            Unforwardable => "gatehouse.denied.unforwardable",
+            Forbidden => "gatehouse.denied.forbidden",
+            Closed => "gatehouse.denied.closed",
+        }
+    }
+
+    /// The answer for this reason. `challenge` is `Bearer realm="..."`; `scope` names
+    /// the roles a 403 wanted.
+    pub fn denial(self, challenge: &str, scope: &[String]) -> Denial {
+        let (status, error) = self.status_and_error();
+        let description = self.description();
+        let www_authenticate = match self {
+            Reason::Closed => None,
+            // RFC 6750 §3.1: no error code when no credentials were presented.
+            Reason::MissingToken => Some(challenge.to_string()),
+            Reason::Forbidden if !scope.is_empty() => Some(format!(
+                "{challenge}, error=\"{error}\", error_description=\"{description}\", scope=\"{}\"",
+                scope.join(" ")
+            )),
+            _ => Some(format!(
+                "{challenge}, error=\"{error}\", error_description=\"{description}\""
+            )),
+        };
+        let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+        Denial {
+            reason: self,
+            status,
+            www_authenticate,
+            body,
+        }
+    }
+}
+
+/// What to do with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Send it upstream after removing and setting these headers.
+    Allow {
+        outcome: Outcome,
+        /// Header names to delete (every value of each).
+        remove: Vec<&'a str>,
+        /// Header names to set, replacing any value a client sent.
+        set: Vec<(&'a str, String)>,
+    },
+    Deny(Denial),
+}
+
+impl Decision<'_> {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Decision::Allow { outcome, .. } => *outcome,
+            Decision::Deny(d) => Outcome::Denied(d.reason),
+        }
+    }
+}
+
+/// Decides one request. `headers` are all request headers, repeated names included;
+/// `now` is unix time in seconds.
+pub fn decide<'a>(
+    policy: &'a Policy,
+    method: &[u8],
+    path: &[u8],
+    headers: &'a [(String, Vec<u8>)],
+    now: i64,
+) -> Decision<'a> {
+    let deny = |reason: Reason| Decision::Deny(reason.denial(&policy.challenge, &[]));
+
+    let overrides = headers
+        .iter()
+        .filter(|(name, _)| {
+            METHOD_OVERRIDE_HEADERS
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+        })
+        .map(|(_, value)| value.as_slice());
+    let Some(methods) = request_methods(method, path, overrides) else {
+        return deny(Reason::BadMethod);
+    };
+    let Ok(path) = canonical_path(path) else {
+        return deny(Reason::AmbiguousPath);
+    };
+    let requirements = policy.routes.requirements(&path, &methods);
+    if requirements.contains(&&Requirement::Deny) {
+        return deny(Reason::Closed);
+    }
+    if requirements.iter().all(|r| **r == Requirement::Public) {
+        return Decision::Allow {
+            outcome: Outcome::AllowedPublic,
+            remove: spoofed_identity(policy, headers, &[]),
+            set: Vec::new(),
+        };
+    }
+
+    let token = match bearer_token(headers) {
+        Ok(token) => token,
+        Err(reason) => return deny(reason),
+    };
+    let verified = match verify(&policy.token, token, now) {
+        Ok(v) => v,
+        Err(reason) => return deny(reason),
+    };
+    if let Some(unmet) = requirements.iter().find(|r| !r.allows(&verified.roles)) {
+        return Decision::Deny(Reason::Forbidden.denial(&policy.challenge, unmet.roles()));
+    }
+    let set = match identity_headers(policy, &verified) {
+        Some(set) => set,
+        None => return deny(Reason::Unforwardable),
+    };
+    let mut remove = spoofed_identity(policy, headers, &set);
+    if !policy.forward.authorization {
+        remove.push("authorization");
+    }
+    Decision::Allow {
+        outcome: Outcome::Allowed,
+        remove,
+        set,
+    }
+}
+
+/// The token from exactly one `Authorization: Bearer <token>` header (RFC 6750 §2.1;
+/// the scheme is case-insensitive, the token must be a `b64token`).
+fn bearer_token(headers: &[(String, Vec<u8>)]) -> Result<&str, Reason> {
+    let mut values = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .map(|(_, value)| value.as_slice());
+    let value = values.next().ok_or(Reason::MissingToken)?;
+    if values.next().is_some() {
+        return Err(Reason::AuthorizationRepeated);
+    }
+    let scheme_end = value.iter().position(|&b| b == b' ').unwrap_or(value.len());
+    let (scheme, rest) = value.split_at(scheme_end);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        // Another scheme (Basic, ...) is no credential for us: RFC 6750 §3.1.
+        return Err(Reason::MissingToken);
+    }
+    let token = rest.strip_prefix(b" ").unwrap_or(&[]);
+    let chars_end = token
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)))
+        .unwrap_or(token.len());
+    let (chars, padding) = token.split_at(chars_end);
+    if chars.is_empty() || !padding.iter().all(|&b| b == b'=') {
+        return Err(Reason::AuthorizationMalformed);
+    }
+    std::str::from_utf8(token).map_err(|_| Reason::AuthorizationMalformed)
+}
+
+/// Incoming headers under the identity prefix, other than those about to be set.
+/// `_` counts as `-`: some upstreams (CGI, WSGI, PHP) read `x_auth_sub` as `x-auth-sub`.
+fn spoofed_identity<'a>(
+    policy: &Policy,
+    headers: &'a [(String, Vec<u8>)],
+    set: &[(&str, String)],
+) -> Vec<&'a str> {
+    let prefix = policy.forward.header_prefix.as_bytes();
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in headers {
+        let under_prefix = name.len() >= prefix.len()
+            && name
+                .bytes()
+                .zip(prefix)
+                .all(|(n, p)| n.to_ascii_lowercase() == *p || (n == b'_' && *p == b'-'));
+        if under_prefix && !set.iter().any(|(s, _)| *s == name) && !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The configured claims as (header, value). `None` if a value present in the token
+/// could smuggle a second value or a new line into a header.
+fn identity_headers<'a>(policy: &'a Policy, verified: &VerifiedToken) -> Option<Vec<(&'a str, String)>> {
+    let mut set = Vec::with_capacity(policy.forward.claims.len());
+    for (claim, header) in &policy.forward.claims {
+        let value = if *claim == policy.token.roles_claim {
+            if !verified.roles.iter().all(|r| is_safe_value(r, false)) {
+                return None;
+            }
+            verified.roles.join(",")
+        } else {
+            match verified.claims.get(claim) {
+                None => continue,
+                Some(Value::String(s)) if is_safe_value(s, true) => s.clone(),
+                Some(Value::String(s)) if s.is_empty() => continue,
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(_) => return None,
+            }
+        };
+        if !value.is_empty() {
+            set.push((header.as_str(), value));
+        }
+    }
+    Some(set)
+}
+
+/// Visible ASCII, no list or parameter delimiters, no quotes or backslashes; inner
+/// spaces only where allowed.
+fn is_safe_value(value: &str, spaces: bool) -> bool {
+    !value.is_empty()
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && value
+            .bytes()
+            .all(|b| (b == b' ' && spaces) || ((0x21..0x7f).contains(&b) && !b",;\"\\".contains(&b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compile;
+    use crate::token::tests::{good_claims, sign, sign_raw, NOW, SECRET};
+    use serde_json::json;
+
+    fn demo_policy() -> Policy {
+        let json = r#"{
+          "issuer": "https://gatehouse.test", "audiences": ["api"], "algorithms": ["HS256"],
+          "hmac_secret": {"env": "SECRET_KEY"}, "max_token_lifetime_seconds": 3600,
+          "forward": {"claims": {"sub": "sub", "roles": "roles", "email": "email", "level": "level", "name": "name"}},
+          "rules": [
+            {"path": "/token", "methods": ["POST"], "require": "public"},
+            {"prefix": "/.well-known", "methods": ["GET"], "require": "public"},
+            {"path": "/healthz", "methods": ["GET"], "require": "public"},
+            {"path": "/users/me", "methods": ["GET"], "require": "authenticated"},
+            {"path": "/users/{id}", "methods": ["DELETE"], "require": {"any_of": ["admin"]}},
+            {"path": "/audit", "require": {"all_of": ["admin", "auditor"]}},
+            {"prefix": "/internal", "require": "deny"}
+          ]
+        }"#;
+        compile(json.as_bytes(), |_| Some(SECRET.to_string())).unwrap()
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn bearer(token: &str) -> (&'static str, String) {
+        ("authorization", format!("Bearer {token}"))
+    }
+
+    fn token_with(changes: serde_json::Value) -> String {
+        let mut c = good_claims();
+        for (k, v) in changes.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        sign(&c)
+    }
+
+    fn run(method: &str, path: &str, headers: &[(&str, &str)]) -> (Outcome, Option<Denial>) {
+        let policy = demo_policy();
+        let headers = h(headers);
+        let d = decide(&policy, method.as_bytes(), path.as_bytes(), &headers, NOW);
+        let denial = match &d {
+            Decision::Deny(x) => Some(x.clone()),
+            Decision::Allow { .. } => None,
+        };
+        (d.outcome(), denial)
+    }
+
+    /// (method, path, headers, expected outcome)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, Outcome);
+
+    #[test]
+    fn outcomes_for_requests() {
+        let alice = sign(&good_claims());
+        let bob = token_with(json!({"sub": "bob", "roles": ["user"]}));
+        let expired = token_with(json!({"exp": NOW - 3600, "iat": NOW - 4000}));
+        let a = format!("Bearer {alice}");
+        let b = format!("Bearer {bob}");
+        let e = format!("Bearer {expired}");
+        use Outcome::*;
+        use Reason::*;
+        let cases: Vec<Case> = vec![
+            ("POST", "/token", vec![], AllowedPublic),
+            (
+                "POST",
+                "/token?x=1",
+                vec![("authorization", "garbage".to_string())],
+                AllowedPublic,
+            ),
+            ("GET", "/.well-known/jwks.json", vec![], AllowedPublic),
+            ("GET", "/healthz", vec![], AllowedPublic),
+            ("HEAD", "/healthz", vec![], AllowedPublic),
+            ("GET", "/users/me", vec![], Denied(MissingToken)),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", "Basic YWxpY2U6cHc=".to_string())],
+                Denied(MissingToken),
+            ),
+            ("GET", "/users/me", vec![("authorization", a.clone())], Allowed),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", a.replace("Bearer", "bEaReR"))],
+                Allowed,
+            ),
+            ("GET", "/users/me", vec![("authorization", b.clone())], Allowed),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", e.clone())],
+                Denied(Expired),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", a.clone()), ("authorization", a.clone())],
+                Denied(AuthorizationRepeated),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", "Bearer".to_string())],
+                Denied(AuthorizationMalformed),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", "Bearer ".to_string())],
+                Denied(AuthorizationMalformed),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", a.replace("Bearer ", "Bearer  "))],
+                Denied(AuthorizationMalformed),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", a.replace("Bearer ", "Bearer\t"))],
+                Denied(MissingToken),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", format!("{a} x"))],
+                Denied(AuthorizationMalformed),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", format!("{a}, {b}"))],
+                Denied(AuthorizationMalformed),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", "Bearer a=b".to_string())],
+                Denied(AuthorizationMalformed),
+            ),
+            (
+                "GET",
+                "/users/me",
+                vec![("authorization", "Bearer not.a.jwt".to_string())],
+                Denied(Malformed),
+            ),
+            ("GET", "/users/me?access_token=x", vec![], Denied(MissingToken)),
+            ("DELETE", "/users/4", vec![("authorization", a.clone())], Allowed),
+            (
+                "DELETE",
+                "/users/4",
+                vec![("authorization", b.clone())],
+                Denied(Forbidden),
+            ),
+            (
+                "delete",
+                "/users/4",
+                vec![("authorization", b.clone())],
+                Denied(Forbidden),
+            ),
+            (
+                "DELETE",
+                "/Users/4",
+                vec![("authorization", b.clone())],
+                Denied(Forbidden),
+            ),
+            (
+                "DELETE",
+                "/users/4/",
+                vec![("authorization", b.clone())],
+                Denied(Forbidden),
+            ),
+            (
+                "DELETE",
+                "/users/4?x=/",
+                vec![("authorization", b.clone())],
+                Denied(Forbidden),
+            ),
+            (
+                "DELETE",
+                "/%75sers/4",
+                vec![("authorization", b.clone())],
+                Denied(Forbidden),
+            ),
+            (
+                "POST",
+                "/users/4",
+                vec![
+                    ("authorization", b.clone()),
+                    ("x-http-method-override", "DELETE".to_string()),
+                ],
+                Denied(Forbidden),
+            ),
+            (
+                "POST",
+                "/users/4?_method=delete",
+                vec![("authorization", b.clone())],
+                Denied(Forbidden),
+            ),
+            ("POST", "/users/4", vec![("authorization", b.clone())], Allowed),
+            (
+                "DELETE",
+                "/users/4;x",
+                vec![("authorization", b.clone())],
+                Denied(AmbiguousPath),
+            ),
+            (
+                "DELETE",
+                "/users%2f4",
+                vec![("authorization", b.clone())],
+                Denied(AmbiguousPath),
+            ),
+            (
+                "DELETE",
+                "/users/me/../4",
+                vec![("authorization", b.clone())],
+                Denied(AmbiguousPath),
+            ),
+            (
+                "DELETE",
+                "//users/4",
+                vec![("authorization", b.clone())],
+                Denied(AmbiguousPath),
+            ),
+            (
+                "DELETE",
+                "/users\\4",
+                vec![("authorization", b.clone())],
+                Denied(AmbiguousPath),
+            ),
+            (
+                "DELETE",
+                "http://x/users/4",
+                vec![("authorization", b.clone())],
+                Denied(AmbiguousPath),
+            ),
+            (
+                "DEL ETE",
+                "/users/4",
+                vec![("authorization", a.clone())],
+                Denied(BadMethod),
+            ),
+            ("GET", "/healthz;x", vec![], Denied(AmbiguousPath)),
+            ("GET", "/HEALTHZ", vec![], Denied(MissingToken)),
+            (
+                "GET",
+                "/audit",
+                vec![("authorization", a.clone())],
+                Denied(Forbidden),
+            ),
+            (
+                "GET",
+                "/audit",
+                vec![(
+                    "authorization",
+                    format!("Bearer {}", token_with(json!({"roles": ["auditor", "admin"]}))),
+                )],
+                Allowed,
+            ),
+            (
+                "GET",
+                "/internal/x",
+                vec![("authorization", a.clone())],
+                Denied(Closed),
+            ),
+            ("GET", "/anything", vec![], Denied(MissingToken)),
+            ("GET", "/anything", vec![("authorization", a.clone())], Allowed),
+        ];
+        for (method, path, headers, want) in cases {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(run(method, path, &headers).0, want, "{method} {path} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn answers_follow_rfc_6750() {
+        let (_, d) = run("GET", "/users/me", &[]);
+        let d = d.unwrap();
+        assert_eq!(d.status, 401);
+        assert_eq!(d.www_authenticate.as_deref(), Some("Bearer realm=\"gatehouse\""));
+        assert_eq!(
+            serde_json::from_str::<Value>(&d.body).unwrap(),
+            json!({"error": "unauthorized", "error_description": "a Bearer token is required"})
+        );
+
+        let (_, d) = run("GET", "/users/me", &[("authorization", "Bearer x.y.z")]);
+        let d = d.unwrap();
+        assert_eq!(d.status, 401);
+        assert_eq!(
+            d.www_authenticate.as_deref(),
+            Some("Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"the token is malformed\"")
+        );
+
+        let bob = token_with(json!({"roles": ["user"]}));
+        let (_, d) = run(
+            "DELETE",
+            "/users/1",
+            &[("authorization", &format!("Bearer {bob}"))],
+        );
+        let d = d.unwrap();
+        assert_eq!(d.status, 403);
+        assert_eq!(
+            d.www_authenticate.as_deref(),
+            Some("Bearer realm=\"gatehouse\", error=\"insufficient_scope\", error_description=\"the token lacks a required role\", scope=\"admin\"")
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&d.body).unwrap()["error"],
+            "insufficient_scope"
+        );
+
+        let (_, d) = run("GET", "/a", &[("authorization", "x"), ("Authorization", "y")]);
+        assert_eq!(d.unwrap().status, 400);
+
+        let (_, d) = run("GET", "/internal", &[]);
+        let d = d.unwrap();
+        assert_eq!((d.status, d.www_authenticate), (403, None));
+    }
+
+    #[test]
+    fn nothing_in_an_answer_echoes_the_token() {
+        let token = token_with(json!({"exp": NOW - 999, "iat": NOW - 1000}));
+        let (_, d) = run(
+            "GET",
+            "/users/me",
+            &[("authorization", &format!("Bearer {token}"))],
+        );
+        let d = d.unwrap();
+        let sig = token.rsplit('.').next().unwrap();
+        let text = format!("{d:?}");
+        assert!(
+            !text.contains(sig) && !text.contains("alice") && !text.contains(SECRET),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn identity_headers_replace_whatever_the_client_sent() {
+        let policy = demo_policy();
+        let token = token_with(json!({"email": "alice@example.test", "level": 3, "name": "Alice Smith"}));
+        let headers = h(&[
+            ("authorization", &format!("Bearer {token}")),
+            ("x-auth-sub", "root"),
+            ("X-Auth-Roles", "admin"),
+            ("x_auth_sub", "root"),
+            ("x-auth-other", "1"),
+            ("x-auth-other", "2"),
+            ("x-authentic", "kept"),
+            ("x-forwarded-for", "kept"),
+        ]);
+        let Decision::Allow { outcome, remove, set } = decide(&policy, b"GET", b"/users/me", &headers, NOW)
+        else {
+            panic!("denied")
+        };
+        assert_eq!(outcome, Outcome::Allowed);
+        assert_eq!(
+            set,
+            vec![
+                ("x-auth-email", "alice@example.test".to_string()),
+                ("x-auth-level", "3".to_string()),
+                ("x-auth-name", "Alice Smith".to_string()),
+                ("x-auth-roles", "admin,user".to_string()),
+                ("x-auth-sub", "alice".to_string()),
+            ]
+        );
+        assert_eq!(
+            remove,
+            ["X-Auth-Roles", "x_auth_sub", "x-auth-other", "authorization"]
+        );
+
+        // On a public route too, and without touching Authorization there.
+        let Decision::Allow { remove, set, .. } = decide(&policy, b"GET", b"/healthz", &headers, NOW) else {
+            panic!("denied")
+        };
+        assert!(set.is_empty());
+        assert_eq!(
+            remove,
+            ["x-auth-sub", "X-Auth-Roles", "x_auth_sub", "x-auth-other"]
+        );
+    }
+
+    #[test]
+    fn claims_that_could_smuggle_header_values_are_refused() {
+        for claims in [
+            json!({"sub": "alice\r\nx-auth-roles: admin"}),
+            json!({"sub": "alice,admin"}),
+            json!({"sub": " alice"}),
+            json!({"sub": "alice\u{0}"}),
+            json!({"sub": "alicé"}),
+            json!({"roles": ["user,admin"]}),
+            json!({"roles": ["user admin"]}),
+            json!({"roles": ["user\nadmin"]}),
+            json!({"email": ["a@x", "b@x"]}),
+            json!({"email": {"a": 1}}),
+            json!({"name": "a;b"}),
+        ] {
+            let token = token_with(claims.clone());
+            let (outcome, _) = run(
+                "GET",
+                "/users/me",
+                &[("authorization", &format!("Bearer {token}"))],
+            );
+            assert_eq!(outcome, Outcome::Denied(Reason::Unforwardable), "{claims}");
+        }
+    }
+
+    #[test]
+    fn forwarding_authorization_is_a_choice() {
+        let json = r#"{"issuer":"https://gatehouse.test","algorithms":["HS256"],"hmac_secret":{"env":"K"},
+                       "forward":{"authorization":true,"claims":{}}}"#;
+        let policy = compile(json.as_bytes(), |_| Some(SECRET.to_string())).unwrap();
+        let token = sign_raw(
+            r#"{"alg":"HS256"}"#,
+            &good_claims().to_string(),
+            SECRET.as_bytes(),
+        );
+        let headers = h(&[bearer_pair(&token)]);
+        let Decision::Allow { remove, set, .. } = decide(&policy, b"GET", b"/", &headers, NOW) else {
+            panic!("denied")
+        };
+        assert!(remove.is_empty() && set.is_empty());
+    }
+
+    fn bearer_pair(token: &str) -> (&'static str, &'static str) {
+        let (k, v) = bearer(token);
+        (k, Box::leak(v.into_boxed_str()))
+    }
+
+    #[test]
+    fn every_outcome_has_its_own_counter() {
+        let mut names: Vec<_> = Outcome::ALL.iter().map(|o| o.metric_name()).collect();
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Outcome::ALL.len());
+    }
+}

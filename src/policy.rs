@@ -1,0 +1,369 @@
+//! Route rules and how a request finds the rules that apply to it.
+//!
+//! An upstream may read a path case-insensitively, drop a trailing slash, or honour a
+//! method-override header. Rather than guess which, a request is looked up under every
+//! such reading and must satisfy the rule of each: the filter is never the weaker of
+//! the two parsers.
+
+use crate::path::canonical_method;
+
+/// What a rule demands of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// No token needed.
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A valid token with at least one of these roles.
+    AnyOf(Vec<String>),
+    /// A valid token with every one of these roles.
+    AllOf(Vec<String>),
+    /// Nobody passes.
+    Deny,
+}
+
+impl Requirement {
+    /// Whether `roles` (from a verified token) satisfy the requirement; `Public` and
+    /// `Authenticated` are always satisfied once a token is verified.
+    pub fn allows(&self, roles: &[String]) -> bool {
+        match self {
+            Requirement::Public | Requirement::Authenticated => true,
+            Requirement::AnyOf(wanted) => wanted.iter().any(|w| roles.iter().any(|r| r == w)),
+            Requirement::AllOf(wanted) => wanted.iter().all(|w| roles.iter().any(|r| r == w)),
+            Requirement::Deny => false,
+        }
+    }
+
+    /// The roles named by the requirement, for the `scope` of an RFC 6750 answer.
+    pub fn roles(&self) -> &[String] {
+        match self {
+            Requirement::AnyOf(roles) | Requirement::AllOf(roles) => roles,
+            _ => &[],
+        }
+    }
+}
+
+/// How a rule matches the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// The whole path.
+    Exact(String),
+    /// The path itself or anything below it, segment-wise: `/api` matches `/api` and
+    /// `/api/x`, never `/apix`. `/` matches every path.
+    Prefix(String),
+    /// Literal segments and `{name}` placeholders that match one non-empty segment.
+    Template(Vec<Segment>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Param,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub pattern: PathPattern,
+    /// Upper-case methods; `None` matches any. A rule for `GET` also covers `HEAD`.
+    pub methods: Option<Vec<String>>,
+    pub require: Requirement,
+}
+
+/// Headers by which common frameworks let a request claim another method.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] =
+    ["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// The query parameter that Rails, Laravel and Symfony accept for the same purpose.
+const METHOD_OVERRIDE_PARAM: &str = "_method";
+
+/// The ordered rules and the requirement when none matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    pub rules: Vec<Rule>,
+    pub no_match: Requirement,
+}
+
+impl Routes {
+    /// Every requirement that applies to the request under some reading of it,
+    /// without duplicates. `path` is canonical (see [`crate::path::canonical_path`]),
+    /// `methods` are the canonical method and any override.
+    pub fn requirements<'r>(&'r self, path: &str, methods: &[String]) -> Vec<&'r Requirement> {
+        let trimmed = match path.strip_suffix('/') {
+            Some(t) if !t.is_empty() => Some(t),
+            _ => None,
+        };
+        let mut found: Vec<Option<usize>> = Vec::with_capacity(2);
+        for method in methods {
+            for p in std::iter::once(path).chain(trimmed) {
+                for fold_case in [false, true] {
+                    let hit = self.rules.iter().position(|r| r.matches(p, method, fold_case));
+                    if !found.contains(&hit) {
+                        found.push(hit);
+                    }
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|hit| {
+                hit.and_then(|i| self.rules.get(i))
+                    .map_or(&self.no_match, |r| &r.require)
+            })
+            .collect()
+    }
+}
+
+impl Rule {
+    fn matches(&self, path: &str, method: &str, fold_case: bool) -> bool {
+        let method_ok = match &self.methods {
+            None => true,
+            Some(list) => list
+                .iter()
+                .any(|m| m == method || (method == "HEAD" && m == "GET")),
+        };
+        method_ok && self.pattern.matches(path, fold_case)
+    }
+}
+
+impl PathPattern {
+    fn matches(&self, path: &str, fold_case: bool) -> bool {
+        let eq = |a: &str, b: &str| {
+            if fold_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        match self {
+            PathPattern::Exact(p) => eq(p, path),
+            PathPattern::Prefix(p) if p == "/" => true,
+            PathPattern::Prefix(p) => match path.get(..p.len()) {
+                Some(head) if eq(head, p) => matches!(path.as_bytes().get(p.len()), None | Some(b'/')),
+                _ => false,
+            },
+            PathPattern::Template(segments) => {
+                let mut parts = path.split('/').skip(1);
+                let all = segments.iter().all(|s| match (s, parts.next()) {
+                    (Segment::Literal(l), Some(p)) => eq(l, p),
+                    (Segment::Param, Some(p)) => !p.is_empty(),
+                    (_, None) => false,
+                });
+                all && parts.next().is_none()
+            }
+        }
+    }
+}
+
+/// The methods under which the request is looked up: its own, and any that an
+/// override header or `_method` query parameter asks for. `None` if one of them is
+/// not a valid method token (the request is then refused).
+pub fn request_methods<'h>(
+    method: &[u8],
+    raw_path: &[u8],
+    override_values: impl Iterator<Item = &'h [u8]>,
+) -> Option<Vec<String>> {
+    let mut methods = vec![canonical_method(method)?];
+    let query_values = query_params(raw_path, METHOD_OVERRIDE_PARAM);
+    for value in override_values {
+        push_method(&mut methods, value)?;
+    }
+    for value in query_values {
+        push_method(&mut methods, &percent_decode(value)?)?;
+    }
+    Some(methods)
+}
+
+fn push_method(methods: &mut Vec<String>, raw: &[u8]) -> Option<()> {
+    let m = canonical_method(raw)?;
+    if !methods.contains(&m) {
+        methods.push(m);
+    }
+    Some(())
+}
+
+/// Form-decodes a query value as the upstream's framework would (`+` is a space).
+fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter().copied();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?
+            }
+            b'+' => b' ',
+            _ => b,
+        });
+    }
+    Some(out)
+}
+
+/// Raw values of the query parameter `name` (its name compared case-insensitively).
+fn query_params<'p>(raw_path: &'p [u8], name: &'p str) -> impl Iterator<Item = &'p [u8]> {
+    let query = raw_path
+        .iter()
+        .position(|&b| b == b'?')
+        .and_then(|i| raw_path.get(i + 1..))
+        .unwrap_or(&[]);
+    query.split(|&b| b == b'&').filter_map(move |pair| {
+        let mut kv = pair.splitn(2, |&b| b == b'=');
+        let key = kv.next()?;
+        (key.eq_ignore_ascii_case(name.as_bytes())).then(|| kv.next().unwrap_or(&[]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Requirement::*;
+
+    fn template(t: &str) -> PathPattern {
+        PathPattern::Template(
+            t.split('/')
+                .skip(1)
+                .map(|s| {
+                    if s.starts_with('{') {
+                        Segment::Param
+                    } else {
+                        Segment::Literal(s.to_string())
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    fn rule(pattern: PathPattern, methods: &[&str], require: Requirement) -> Rule {
+        Rule {
+            pattern,
+            methods: (!methods.is_empty()).then(|| methods.iter().map(|m| m.to_string()).collect()),
+            require,
+        }
+    }
+
+    fn admin() -> Requirement {
+        AnyOf(vec!["admin".into()])
+    }
+
+    fn demo_routes() -> Routes {
+        Routes {
+            rules: vec![
+                rule(PathPattern::Exact("/token".into()), &["POST"], Public),
+                rule(PathPattern::Prefix("/.well-known".into()), &["GET"], Public),
+                rule(PathPattern::Exact("/healthz".into()), &["GET"], Public),
+                rule(PathPattern::Exact("/users/me".into()), &["GET"], Authenticated),
+                rule(template("/users/{id}"), &["DELETE"], admin()),
+                rule(PathPattern::Prefix("/internal".into()), &[], Deny),
+            ],
+            no_match: Authenticated,
+        }
+    }
+
+    fn lookup(routes: &Routes, method: &str, path: &str) -> Vec<Requirement> {
+        routes
+            .requirements(path, &[method.to_string()])
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn first_match_wins_under_every_reading() {
+        let routes = demo_routes();
+        let cases: &[(&str, &str, &[Requirement])] = &[
+            ("POST", "/token", &[Public]),
+            ("GET", "/token", &[Authenticated]),
+            ("GET", "/.well-known/jwks.json", &[Public]),
+            ("GET", "/.well-known", &[Public]),
+            ("GET", "/.well-knownx", &[Authenticated]),
+            ("HEAD", "/healthz", &[Public]),
+            ("GET", "/healthz/", &[Authenticated, Public]),
+            ("GET", "/HEALTHZ", &[Authenticated, Public]),
+            ("GET", "/users/me", &[Authenticated]),
+            ("DELETE", "/users/4", &[admin()]),
+            ("DELETE", "/users/4/", &[Authenticated, admin()]),
+            ("DELETE", "/Users/4", &[Authenticated, admin()]),
+            ("DELETE", "/USERS/4/", &[Authenticated, admin()]),
+            ("DELETE", "/users/4/x", &[Authenticated]),
+            ("DELETE", "/users", &[Authenticated]),
+            ("GET", "/users/4", &[Authenticated]),
+            ("GET", "/internal", &[Deny]),
+            ("GET", "/internal/x", &[Deny]),
+            ("GET", "/INTERNAL/x", &[Authenticated, Deny]),
+            ("GET", "/internalx", &[Authenticated]),
+            ("GET", "/", &[Authenticated]),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(&lookup(&routes, method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn method_overrides_add_readings() {
+        let routes = demo_routes();
+        let methods = request_methods(b"POST", b"/users/4", [&b"delete"[..]].into_iter()).unwrap();
+        assert_eq!(methods, ["POST", "DELETE"]);
+        let found: Vec<_> = routes
+            .requirements("/users/4", &methods)
+            .into_iter()
+            .cloned()
+            .collect();
+        assert_eq!(found, [Authenticated, admin()]);
+
+        let methods = request_methods(b"GET", b"/users/4?a=1&_method=DELETE", std::iter::empty()).unwrap();
+        assert_eq!(methods, ["GET", "DELETE"]);
+        let methods = request_methods(b"GET", b"/users/4?_METHOD=get", std::iter::empty()).unwrap();
+        assert_eq!(methods, ["GET"]);
+        let methods = request_methods(b"GET", b"/x?_method=DEL%45TE", std::iter::empty()).unwrap();
+        assert_eq!(methods, ["GET", "DELETE"]);
+        assert_eq!(
+            request_methods(b"GET", b"/x?_method=DEL+ETE", std::iter::empty()),
+            None
+        );
+        assert_eq!(
+            request_methods(b"GET", b"/x?_method=DEL%4", std::iter::empty()),
+            None
+        );
+        assert_eq!(
+            request_methods(b"GET", b"/x", [&b"DE LETE"[..]].into_iter()),
+            None
+        );
+        assert_eq!(request_methods(b"G T", b"/x", std::iter::empty()), None);
+    }
+
+    #[test]
+    fn prefix_root_and_templates() {
+        let routes = Routes {
+            rules: vec![
+                rule(template("/a/{x}/b/{y}"), &[], Deny),
+                rule(PathPattern::Prefix("/".into()), &["GET"], Public),
+            ],
+            no_match: Authenticated,
+        };
+        assert_eq!(lookup(&routes, "GET", "/a/1/b/2"), [Deny]);
+        assert_eq!(lookup(&routes, "GET", "/a/1/c/2"), [Public]);
+        assert_eq!(lookup(&routes, "GET", "/a/1/b"), [Public]);
+        assert_eq!(lookup(&routes, "POST", "/a/1/b"), [Authenticated]);
+    }
+
+    #[test]
+    fn role_requirements_compare_exactly() {
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(admin().allows(&roles(&["user", "admin"])));
+        for near in [
+            &["Admin"][..],
+            &["admin "],
+            &["ADMIN"],
+            &["adm1n"],
+            &["admin\0"],
+            &["аdmin"],
+            &[],
+        ] {
+            assert!(!admin().allows(&roles(near)), "{near:?}");
+        }
+        let both = AllOf(vec!["a".into(), "b".into()]);
+        assert!(both.allows(&roles(&["b", "a"])));
+        assert!(!both.allows(&roles(&["a"])));
+        assert!(Authenticated.allows(&[]));
+        assert!(!Deny.allows(&roles(&["admin"])));
+    }
+}

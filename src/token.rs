@@ -1,0 +1,641 @@
+//! Staged JWT validation, as RFC 8725 asks.
+//!
+//! 1. size and shape: `UntrustedToken` (three base64url parts, strict base64, JSON header
+//!    with unique names); header parameters we do not implement are refused;
+//! 2. the algorithm comes from the configuration, never from the token: the token's
+//!    `alg` must be on the list, then that algorithm's validator checks the signature
+//!    and parses the claims (a duplicate claim name fails here);
+//! 3. time, with the host clock injected: `exp` required, `nbf`, `iat` not in the
+//!    future, and a cap on the lifetime;
+//! 4. issuer, audience, subject and roles, each with its type checked.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use jwt_compact::alg::Hs256;
+use jwt_compact::{AlgorithmExt, Claims, ParseError, TimeOptions, UntrustedToken, ValidationError};
+
+use crate::claims::{self, ClaimError, StrictObject};
+use crate::config::TokenPolicy;
+use crate::decision::Reason;
+
+/// Header parameters that would change how the token must be verified (RFC 7515
+/// §4.1.11 `crit`, RFC 7797 `b64`) or that carry keys or key locations chosen by the
+/// sender (`jwk`, `x5c`; `jku` and `x5u` are read by jwt-compact itself). We never
+/// honour them, so a token that needs them is refused rather than misread.
+const REFUSED_HEADER_PARAMS: [&str; 4] = ["crit", "b64", "jwk", "x5c"];
+
+/// `typ` values that say "this is a JWT" (RFC 7519 §5.1, RFC 9068 §2.1).
+const ACCEPTED_TYPES: [&str; 3] = ["jwt", "at+jwt", "application/at+jwt"];
+
+/// A token that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    pub subject: String,
+    pub roles: Vec<String>,
+    pub claims: StrictObject,
+}
+
+/// Verifies `token` (the part after `Bearer `) at unix time `now`.
+pub fn verify(policy: &TokenPolicy, token: &str, now: i64) -> Result<VerifiedToken, Reason> {
+    if token.len() > policy.max_token_bytes {
+        return Err(Reason::TokenTooLarge);
+    }
+
+    let untrusted = UntrustedToken::<StrictObject>::try_from(token).map_err(|e| match e {
+        ParseError::InvalidTokenStructure
+        | ParseError::InvalidBase64Encoding
+        | ParseError::MalformedHeader(_) => Reason::Malformed,
+        ParseError::UnsupportedContentType(_) => Reason::HeaderRefused,
+        _ => Reason::Malformed,
+    })?;
+    let header = untrusted.header();
+    if header.key_set_url.is_some()
+        || header.certificate_url.is_some()
+        || REFUSED_HEADER_PARAMS
+            .iter()
+            .any(|p| header.other_fields.contains(p))
+    {
+        return Err(Reason::HeaderRefused);
+    }
+    if let Some(typ) = &header.token_type {
+        if !ACCEPTED_TYPES.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
+            return Err(Reason::HeaderRefused);
+        }
+    }
+
+    // Only HS256 exists today; the list in the configuration is still what decides.
+    if untrusted.algorithm() != "HS256" {
+        return Err(Reason::Algorithm);
+    }
+    let verified = Hs256
+        .validator::<StrictObject>(&policy.hs256_key)
+        .validate(&untrusted)
+        .map_err(|e| match e {
+            ValidationError::AlgorithmMismatch { .. } => Reason::Algorithm,
+            ValidationError::InvalidSignatureLen { .. }
+            | ValidationError::MalformedSignature(_)
+            | ValidationError::InvalidSignature => Reason::Signature,
+            _ => Reason::Malformed,
+        })?;
+    let claims = verified.claims();
+
+    check_time(claims, policy, now)?;
+
+    let custom = &claims.custom;
+    match claims::string_claim(custom, "iss") {
+        Ok(iss) if iss == policy.issuer => {}
+        _ => return Err(Reason::Issuer),
+    }
+    if !policy.audiences.is_empty() {
+        let audiences = claims::audiences(custom).map_err(|_| Reason::Audience)?;
+        if !audiences
+            .iter()
+            .any(|a| policy.audiences.iter().any(|want| want == a))
+        {
+            return Err(Reason::Audience);
+        }
+    }
+    let subject = match claims::string_claim(custom, "sub") {
+        Ok(sub) if !sub.is_empty() => sub.to_string(),
+        _ => return Err(Reason::Claims),
+    };
+    let roles = claims::roles(custom, &policy.roles_claim).map_err(|e| match e {
+        ClaimError::Missing | ClaimError::WrongType => Reason::Claims,
+    })?;
+    Ok(VerifiedToken {
+        subject,
+        roles,
+        claims: verified.into_parts().1.custom,
+    })
+}
+
+fn check_time(claims: &Claims<StrictObject>, policy: &TokenPolicy, now: i64) -> Result<(), Reason> {
+    let now_dt: DateTime<Utc> = Utc.timestamp_opt(now, 0).single().ok_or(Reason::Expired)?;
+    let skew = policy.clock_skew_seconds;
+    let options = TimeOptions::new(Duration::seconds(skew), move || now_dt);
+    let exp = claims.expiration.ok_or(Reason::Claims)?;
+    claims
+        .validate_expiration(&options)
+        .map_err(|_| Reason::Expired)?;
+    if claims.not_before.is_some() {
+        claims
+            .validate_maturity(&options)
+            .map_err(|_| Reason::NotYetValid)?;
+    }
+    if let Some(iat) = claims.issued_at {
+        if iat.timestamp() > now.saturating_add(skew) {
+            return Err(Reason::IssuedInFuture);
+        }
+    }
+    // The lifetime counts from issuance when the token says when that was, and from
+    // now otherwise, so leaving `iat` out does not buy a longer-lived token.
+    let start = claims
+        .issued_at
+        .or(claims.not_before)
+        .map_or(now, |t| t.timestamp());
+    let exp = exp.timestamp();
+    if exp.saturating_sub(start) > policy.max_lifetime_seconds
+        || exp.saturating_sub(now) > policy.max_lifetime_seconds.saturating_add(skew)
+    {
+        return Err(Reason::Lifetime);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::compile;
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    use jwt_compact::alg::Hs256Key;
+    use serde_json::json;
+
+    pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+    pub const NOW: i64 = 1_800_000_000;
+    pub const ISSUER: &str = "https://gatehouse.test";
+
+    pub fn policy_json() -> String {
+        format!(
+            r#"{{"issuer":"{ISSUER}","audiences":["api"],"algorithms":["HS256"],
+                "hmac_secret":{{"env":"SECRET_KEY"}},"max_token_lifetime_seconds":3600}}"#
+        )
+    }
+
+    pub fn token_policy() -> TokenPolicy {
+        compile(policy_json().as_bytes(), |_| Some(SECRET.to_string()))
+            .unwrap()
+            .token
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        Base64UrlUnpadded::encode_string(bytes)
+    }
+
+    /// Signs an arbitrary header and payload (given as JSON text, so duplicates and
+    /// odd encodings can be expressed) with HS256 and `key`.
+    pub fn sign_raw(header: &str, payload: &str, key: &[u8]) -> String {
+        use jwt_compact::Algorithm;
+        let signed = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let sig = Hs256.sign(&Hs256Key::new(key), signed.as_bytes());
+        format!(
+            "{signed}.{}",
+            b64(jwt_compact::AlgorithmSignature::as_bytes(&sig).as_ref())
+        )
+    }
+
+    /// The same bytes with one of the unused low bits of the last character set, as a
+    /// lax base64 decoder would accept (the "signature malleability" trick).
+    fn non_canonical(sig: &str) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let last = sig.as_bytes()[sig.len() - 1];
+        let index = ALPHABET.iter().position(|&c| c == last).unwrap();
+        format!("{}{}", &sig[..sig.len() - 1], char::from(ALPHABET[index | 1]))
+    }
+
+    pub fn good_claims() -> serde_json::Value {
+        json!({"iss": ISSUER, "aud": "api", "sub": "alice", "roles": ["admin", "user"],
+               "iat": NOW - 10, "exp": NOW + 600, "jti": "j1"})
+    }
+
+    pub fn sign(claims: &serde_json::Value) -> String {
+        sign_raw(
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            &claims.to_string(),
+            SECRET.as_bytes(),
+        )
+    }
+
+    fn with(changes: serde_json::Value) -> serde_json::Value {
+        let mut c = good_claims();
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn a_good_token_verifies() {
+        let v = verify(&token_policy(), &sign(&good_claims()), NOW).unwrap();
+        assert_eq!(v.subject, "alice");
+        assert_eq!(v.roles, ["admin", "user"]);
+        assert_eq!(v.claims.get("jti"), Some(&json!("j1")));
+    }
+
+    /// A token made by PyJWT 2.15 exactly as the FastAPI guide does
+    /// (`jwt.encode(claims, SECRET_KEY, algorithm="HS256")`, the key being the hex
+    /// string itself), so both can run side by side on one secret.
+    #[test]
+    fn a_pyjwt_token_from_the_fastapi_guide_verifies() {
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGVzIjpbImFkbWluIl0sImlzcyI6Imh0dHBzOi8vZ2F0ZWhvdXNlLnRlc3QiLCJhdWQiOiJhcGkiLCJleHAiOjE4MDAwMDE4MDB9.UQn-hTQ9ayKi8mAlhQYIECgaxiR8nPTVFXf_PeOfjc4";
+        let v = verify(&token_policy(), token, NOW).unwrap();
+        assert_eq!(v.subject, "alice");
+    }
+
+    #[test]
+    fn hostile_and_broken_tokens_are_refused_with_their_reason() {
+        let p = token_policy();
+        let key = SECRET.as_bytes();
+        let payload = good_claims().to_string();
+        let good = sign(&good_claims());
+        let (head, rest) = good.split_once('.').unwrap();
+        let (body, sig) = rest.split_once('.').unwrap();
+        let none_token = |alg: &str| format!("{}.{}.", b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes()), body);
+
+        let cases: Vec<(&str, String, Reason)> = vec![
+            ("alg none", none_token("none"), Reason::Algorithm),
+            ("alg None", none_token("None"), Reason::Algorithm),
+            ("alg NONE", none_token("NONE"), Reason::Algorithm),
+            (
+                "alg nOnE with signature",
+                format!("{}.{body}.{sig}", b64(br#"{"alg":"nOnE"}"#)),
+                Reason::Algorithm,
+            ),
+            (
+                "alg none, empty signature",
+                format!("{}.{body}.", b64(br#"{"alg":"none"}"#)),
+                Reason::Algorithm,
+            ),
+            (
+                "HS384 when only HS256",
+                sign_raw(r#"{"alg":"HS384"}"#, &payload, key),
+                Reason::Algorithm,
+            ),
+            (
+                "RS256 switched",
+                sign_raw(r#"{"alg":"RS256"}"#, &payload, key),
+                Reason::Algorithm,
+            ),
+            (
+                "alg lower-case",
+                sign_raw(r#"{"alg":"hs256"}"#, &payload, key),
+                Reason::Algorithm,
+            ),
+            (
+                "no alg",
+                sign_raw(r#"{"typ":"JWT"}"#, &payload, key),
+                Reason::Malformed,
+            ),
+            (
+                "alg not a string",
+                sign_raw(r#"{"alg":["HS256"]}"#, &payload, key),
+                Reason::Malformed,
+            ),
+            (
+                "duplicate alg",
+                sign_raw(r#"{"alg":"none","alg":"HS256"}"#, &payload, key),
+                Reason::Malformed,
+            ),
+            (
+                "duplicate header name",
+                sign_raw(r#"{"alg":"HS256","kid":"a","kid":"b"}"#, &payload, key),
+                Reason::Malformed,
+            ),
+            (
+                "wrong key",
+                sign_raw(
+                    r#"{"alg":"HS256"}"#,
+                    &payload,
+                    b"another secret entirely, 32 bytes!",
+                ),
+                Reason::Signature,
+            ),
+            (
+                "empty key",
+                sign_raw(r#"{"alg":"HS256"}"#, &payload, b""),
+                Reason::Signature,
+            ),
+            (
+                "decoded key",
+                sign_raw(r#"{"alg":"HS256"}"#, &payload, &hex::decode(SECRET).unwrap()),
+                Reason::Signature,
+            ),
+            ("stripped signature", format!("{head}.{body}."), Reason::Signature),
+            (
+                "stripped signature, no dot",
+                format!("{head}.{body}"),
+                Reason::Malformed,
+            ),
+            (
+                "short signature",
+                format!(
+                    "{head}.{body}.{}",
+                    b64(&Base64UrlUnpadded::decode_vec(sig).unwrap()[..30])
+                ),
+                Reason::Signature,
+            ),
+            (
+                "signature of another body",
+                format!(
+                    "{head}.{}.{sig}",
+                    b64(with(json!({"sub":"bob"})).to_string().as_bytes())
+                ),
+                Reason::Signature,
+            ),
+            (
+                "non-canonical base64 signature",
+                format!("{head}.{body}.{}", non_canonical(sig)),
+                Reason::Malformed,
+            ),
+            (
+                "padded base64",
+                format!("{head}.{body}.{sig}="),
+                Reason::Malformed,
+            ),
+            (
+                "standard base64 alphabet",
+                format!("{head}.{body}.{}", sig.replace(['-', '_'], "+")),
+                Reason::Malformed,
+            ),
+            ("four segments", format!("{good}.{sig}"), Reason::Malformed),
+            ("two segments", format!("{head}.{body}"), Reason::Malformed),
+            ("empty", String::new(), Reason::Malformed),
+            (
+                "whitespace inside",
+                format!("{head}. {body}.{sig}"),
+                Reason::Malformed,
+            ),
+            ("NUL inside", format!("{head}.{body}\0.{sig}"), Reason::Malformed),
+            (
+                "header not JSON",
+                sign_raw("not json", &payload, key),
+                Reason::Malformed,
+            ),
+            (
+                "header an array",
+                sign_raw(r#"["HS256"]"#, &payload, key),
+                Reason::Malformed,
+            ),
+            (
+                "claims not JSON",
+                sign_raw(r#"{"alg":"HS256"}"#, "{nope", key),
+                Reason::Malformed,
+            ),
+            (
+                "claims an array",
+                sign_raw(r#"{"alg":"HS256"}"#, "[1,2]", key),
+                Reason::Malformed,
+            ),
+            (
+                "duplicate sub",
+                sign_raw(
+                    r#"{"alg":"HS256"}"#,
+                    &payload.replacen('{', r#"{"sub":"admin","#, 1),
+                    key,
+                ),
+                Reason::Malformed,
+            ),
+            (
+                "duplicate exp",
+                sign_raw(
+                    r#"{"alg":"HS256"}"#,
+                    &payload.replacen('{', &format!(r#"{{"exp":{},"#, NOW + 99_999), 1),
+                    key,
+                ),
+                Reason::Malformed,
+            ),
+            (
+                "duplicate roles",
+                sign_raw(
+                    r#"{"alg":"HS256"}"#,
+                    &payload.replacen('{', r#"{"roles":["root"],"#, 1),
+                    key,
+                ),
+                Reason::Malformed,
+            ),
+            (
+                "deeply nested claim",
+                sign_raw(
+                    r#"{"alg":"HS256"}"#,
+                    &payload.replacen(
+                        '{',
+                        &format!(r#"{{"x":{}0{},"#, "[".repeat(1000), "]".repeat(1000)),
+                        1,
+                    ),
+                    key,
+                ),
+                Reason::Malformed,
+            ),
+            (
+                "crit",
+                sign_raw(r#"{"alg":"HS256","crit":["exp"]}"#, &payload, key),
+                Reason::HeaderRefused,
+            ),
+            (
+                "b64 false",
+                sign_raw(r#"{"alg":"HS256","b64":false}"#, &payload, key),
+                Reason::HeaderRefused,
+            ),
+            (
+                "embedded jwk",
+                sign_raw(r#"{"alg":"HS256","jwk":{"kty":"oct","k":"AA"}}"#, &payload, key),
+                Reason::HeaderRefused,
+            ),
+            (
+                "jku",
+                sign_raw(r#"{"alg":"HS256","jku":"https://evil.test/jwks"}"#, &payload, key),
+                Reason::HeaderRefused,
+            ),
+            (
+                "x5u",
+                sign_raw(r#"{"alg":"HS256","x5u":"https://evil.test/cert"}"#, &payload, key),
+                Reason::HeaderRefused,
+            ),
+            (
+                "x5c",
+                sign_raw(r#"{"alg":"HS256","x5c":["MIIB"]}"#, &payload, key),
+                Reason::HeaderRefused,
+            ),
+            (
+                "cty CBOR",
+                sign_raw(r#"{"alg":"HS256","cty":"CBOR"}"#, &payload, key),
+                Reason::HeaderRefused,
+            ),
+            (
+                "typ JWE-ish",
+                sign_raw(r#"{"alg":"HS256","typ":"secevent+jwt"}"#, &payload, key),
+                Reason::HeaderRefused,
+            ),
+            ("expired", sign(&with(json!({"exp": NOW - 61}))), Reason::Expired),
+            (
+                "expired far",
+                sign(&with(json!({"exp": 0, "iat": null}))),
+                Reason::Expired,
+            ),
+            ("exp missing", sign(&with(json!({"exp": null}))), Reason::Claims),
+            (
+                "exp a string",
+                sign(&with(json!({"exp": (NOW + 60).to_string()}))),
+                Reason::Malformed,
+            ),
+            ("exp a bool", sign(&with(json!({"exp": true}))), Reason::Malformed),
+            (
+                "exp huge",
+                sign_raw(
+                    r#"{"alg":"HS256"}"#,
+                    &payload.replace(&format!("\"exp\":{}", NOW + 600), "\"exp\":1e300"),
+                    key,
+                ),
+                Reason::Malformed,
+            ),
+            (
+                "exp overflowing i64",
+                sign_raw(
+                    r#"{"alg":"HS256"}"#,
+                    &payload.replace(&format!("\"exp\":{}", NOW + 600), "\"exp\":99999999999999999999"),
+                    key,
+                ),
+                Reason::Malformed,
+            ),
+            (
+                "nbf in the future",
+                sign(&with(json!({"nbf": NOW + 61}))),
+                Reason::NotYetValid,
+            ),
+            (
+                "nbf a string",
+                sign(&with(json!({"nbf": "soon"}))),
+                Reason::Malformed,
+            ),
+            (
+                "iat in the future",
+                sign(&with(json!({"iat": NOW + 61}))),
+                Reason::IssuedInFuture,
+            ),
+            (
+                "lifetime past the cap",
+                sign(&with(json!({"iat": NOW - 10, "exp": NOW + 3600}))),
+                Reason::Lifetime,
+            ),
+            (
+                "no iat, exp past the cap",
+                sign(&with(json!({"iat": null, "exp": NOW + 3600 + 61}))),
+                Reason::Lifetime,
+            ),
+            (
+                "old iat, long life",
+                sign(&with(json!({"iat": NOW - 7200, "exp": NOW + 100}))),
+                Reason::Lifetime,
+            ),
+            (
+                "issuer missing",
+                sign(&with(json!({"iss": null}))),
+                Reason::Issuer,
+            ),
+            (
+                "issuer other",
+                sign(&with(json!({"iss": "https://evil.test"}))),
+                Reason::Issuer,
+            ),
+            (
+                "issuer trailing slash",
+                sign(&with(json!({"iss": format!("{ISSUER}/")}))),
+                Reason::Issuer,
+            ),
+            (
+                "issuer case",
+                sign(&with(json!({"iss": ISSUER.to_uppercase()}))),
+                Reason::Issuer,
+            ),
+            (
+                "issuer as array",
+                sign(&with(json!({"iss": [ISSUER]}))),
+                Reason::Issuer,
+            ),
+            (
+                "audience missing",
+                sign(&with(json!({"aud": null}))),
+                Reason::Audience,
+            ),
+            (
+                "audience other",
+                sign(&with(json!({"aud": "web"}))),
+                Reason::Audience,
+            ),
+            (
+                "audience list without ours",
+                sign(&with(json!({"aud": ["web", "apix"]}))),
+                Reason::Audience,
+            ),
+            (
+                "audience number",
+                sign(&with(json!({"aud": 1}))),
+                Reason::Audience,
+            ),
+            (
+                "subject missing",
+                sign(&with(json!({"sub": null}))),
+                Reason::Claims,
+            ),
+            ("subject empty", sign(&with(json!({"sub": ""}))), Reason::Claims),
+            (
+                "subject a number",
+                sign(&with(json!({"sub": 42}))),
+                Reason::Claims,
+            ),
+            (
+                "roles an object",
+                sign(&with(json!({"roles": {"admin": true}}))),
+                Reason::Claims,
+            ),
+            ("roles true", sign(&with(json!({"roles": true}))), Reason::Claims),
+            (
+                "roles nested",
+                sign(&with(json!({"roles": [["admin"]]}))),
+                Reason::Claims,
+            ),
+            (
+                "roles with a number",
+                sign(&with(json!({"roles": ["user", 1]}))),
+                Reason::Claims,
+            ),
+            (
+                "oversize",
+                sign(&with(json!({"pad": "x".repeat(9000)}))),
+                Reason::TokenTooLarge,
+            ),
+        ];
+        for (name, token, want) in cases {
+            assert_eq!(verify(&p, &token, NOW), Err(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn boundaries_and_accepted_variants() {
+        let p = token_policy();
+        let ok = |c: serde_json::Value| verify(&p, &sign(&c), NOW);
+        assert!(ok(with(json!({"exp": NOW - 60}))).is_ok(), "exp within skew");
+        assert!(ok(with(json!({"nbf": NOW + 60}))).is_ok(), "nbf within skew");
+        assert!(ok(with(json!({"iat": NOW + 60}))).is_ok(), "iat within skew");
+        assert!(
+            ok(with(json!({"iat": NOW, "exp": NOW + 3600}))).is_ok(),
+            "lifetime at the cap"
+        );
+        assert!(ok(with(json!({"aud": ["web", "api"]}))).is_ok());
+        assert!(ok(with(json!({"roles": "admin user"}))).unwrap().roles == ["admin", "user"]);
+        assert!(ok(with(json!({"roles": null}))).unwrap().roles.is_empty());
+        assert!(
+            ok(with(json!({"exp": (NOW + 100) as f64 + 0.5}))).is_ok(),
+            "fractional NumericDate"
+        );
+        for typ in ["JWT", "jwt", "at+jwt", "application/at+JWT"] {
+            let t = sign_raw(
+                &format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#),
+                &good_claims().to_string(),
+                SECRET.as_bytes(),
+            );
+            assert!(verify(&p, &t, NOW).is_ok(), "{typ}");
+        }
+        let with_kid = sign_raw(
+            r#"{"alg":"HS256","kid":"../../etc/passwd"}"#,
+            &good_claims().to_string(),
+            SECRET.as_bytes(),
+        );
+        assert!(
+            verify(&p, &with_kid, NOW).is_ok(),
+            "kid is ignored with one HMAC key"
+        );
+    }
+}
