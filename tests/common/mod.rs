@@ -390,16 +390,36 @@ pub fn request(addr: SocketAddr, head: impl AsRef<[u8]>) -> std::io::Result<Resp
         head.extend_from_slice(b"connection: close\r\n\r\n");
     }
     stream.write_all(&head)?;
+    let no_body = head.starts_with(b"HEAD ");
+    // Read until the message is complete rather than until EOF: Envoy delays closing
+    // after a local reply, which would cost a second per request.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(response) = parse_complete(&raw, no_body)? {
+            return Ok(response);
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return parse_complete(&raw, no_body)?.ok_or_else(|| {
+                std::io::Error::other(format!("truncated response: {}", String::from_utf8_lossy(&raw)))
+            });
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The response if `raw` holds all of it (by content-length or chunked framing).
+fn parse_complete(raw: &[u8], no_body: bool) -> std::io::Result<Option<Response>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Response::new(&mut headers);
-    let body_start = match parsed.parse(&raw) {
+    let body_start = match parsed.parse(raw) {
         Ok(httparse::Status::Complete(n)) => n,
-        _ => {
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
             return Err(std::io::Error::other(format!(
-                "bad response: {}",
-                String::from_utf8_lossy(&raw)
+                "bad response ({e}): {}",
+                String::from_utf8_lossy(raw)
             )))
         }
     };
@@ -408,35 +428,56 @@ pub fn request(addr: SocketAddr, head: impl AsRef<[u8]>) -> std::io::Result<Resp
         .iter()
         .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(&raw[body_start..])?
-    } else {
-        raw[body_start..].to_vec()
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     };
-    Ok(Response {
+    let rest = &raw[body_start..];
+    let body = if no_body {
+        Vec::new()
+    } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        match dechunk(rest) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    } else {
+        let len: usize = find("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if rest.len() < len {
+            return Ok(None);
+        }
+        rest[..len].to_vec()
+    };
+    Ok(Some(Response {
         status: parsed.code.unwrap_or(0),
         headers,
         body,
-    })
+    }))
 }
 
-fn dechunk(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
-    let bad = || std::io::Error::other("bad chunked body");
+/// The decoded body, `None` while incomplete.
+fn dechunk(mut raw: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
     let mut body = Vec::new();
     loop {
         let (used, size) = match httparse::parse_chunk_size(raw) {
             Ok(httparse::Status::Complete(x)) => x,
-            _ => return Err(bad()),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(std::io::Error::other("bad chunked body")),
         };
-        let size = usize::try_from(size).map_err(|_| bad())?;
+        let size = usize::try_from(size).map_err(|_| std::io::Error::other("bad chunk size"))?;
         if size == 0 {
-            return Ok(body);
+            return Ok(Some(body));
         }
-        body.extend_from_slice(raw.get(used..used + size).ok_or_else(bad)?);
-        raw = raw.get(used + size + 2..).ok_or_else(bad)?;
+        let Some(chunk) = raw.get(used..used + size) else {
+            return Ok(None);
+        };
+        body.extend_from_slice(chunk);
+        let Some(next) = raw.get(used + size + 2..) else {
+            return Ok(None);
+        };
+        raw = next;
     }
 }
 
