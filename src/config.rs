@@ -107,7 +107,7 @@ mod defaults {
         8 * 1024
     }
     pub fn roles_claim() -> String {
-        "roles".into()
+        gatehouse_claims::ROLES_CLAIM.into()
     }
     pub fn realm() -> String {
         "gatehouse".into()

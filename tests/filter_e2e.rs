@@ -1,9 +1,7 @@
 //! The filter inside the real Envoy 1.40, in front of a recording upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{claims, mint, mint_with, now, Envoy, Upstream, ISSUER, SECRET};
+use gatehouse_testkit::{claims, mint, mint_with, now, Envoy, Upstream, ISSUER, SECRET};
 use serde_json::json;
 
 fn bearer(token: &str) -> String {
@@ -13,7 +11,7 @@ fn bearer(token: &str) -> String {
 #[test]
 fn a_valid_token_reaches_the_upstream_with_its_identity() {
     let upstream = Upstream::start();
-    let envoy = Envoy::start(&common::demo_config(), Some(SECRET), &upstream);
+    let envoy = Envoy::start(&gatehouse_testkit::demo_config(), Some(SECRET), &upstream);
     let alice = mint(&claims("alice", &["admin", "user"]));
 
     let r = envoy.call("GET", "/users/me?page=2", &[("Authorization", &bearer(&alice))]);
@@ -43,7 +41,7 @@ type Refusal<'a> = (
 #[test]
 fn refusals_carry_status_challenge_and_body_and_never_reach_the_upstream() {
     let upstream = Upstream::start();
-    let envoy = Envoy::start(&common::demo_config(), Some(SECRET), &upstream);
+    let envoy = Envoy::start(&gatehouse_testkit::demo_config(), Some(SECRET), &upstream);
     let t = now();
     let bob = mint(&claims("bob", &["user"]));
     let expired = mint(&json!({"iss": ISSUER, "aud": "api", "sub": "bob", "iat": t - 900, "exp": t - 300}));
@@ -172,7 +170,7 @@ fn refusals_carry_status_challenge_and_body_and_never_reach_the_upstream() {
 #[test]
 fn spoofed_identity_headers_never_reach_the_upstream() {
     let upstream = Upstream::start();
-    let envoy = Envoy::start(&common::demo_config(), Some(SECRET), &upstream);
+    let envoy = Envoy::start(&gatehouse_testkit::demo_config(), Some(SECRET), &upstream);
     let bob = mint(&json!({"iss": ISSUER, "aud": "api", "sub": "bob", "exp": now() + 60}));
     let spoofs = [
         ("X-Auth-Sub", "root"),
@@ -210,7 +208,7 @@ fn spoofed_identity_headers_never_reach_the_upstream() {
 #[test]
 fn every_decision_is_counted_in_envoys_stats() {
     let upstream = Upstream::start();
-    let envoy = Envoy::start(&common::demo_config(), Some(SECRET), &upstream);
+    let envoy = Envoy::start(&gatehouse_testkit::demo_config(), Some(SECRET), &upstream);
     let before = envoy.counters();
     assert_eq!(before.get("gatehouse.allowed.token"), Some(&0), "{before:?}");
     let alice = mint(&claims("alice", &["admin"]));
@@ -246,7 +244,7 @@ fn header_values_that_are_not_utf8_do_not_crash_the_filter() {
     // HTTP/1 allows obs-text (bytes 0x80-0xFF) in values; the SDK's String accessors
     // would panic on them and kill the VM.
     let upstream = Upstream::start();
-    let envoy = Envoy::start(&common::demo_config(), Some(SECRET), &upstream);
+    let envoy = Envoy::start(&gatehouse_testkit::demo_config(), Some(SECRET), &upstream);
     let alice = mint(&claims("alice", &["admin"]));
     let raw = |auth: Option<&str>| {
         let mut head = b"GET /users/me HTTP/1.1\r\nHost: x\r\nX-Latin1: caf\xe9\r\n".to_vec();
@@ -272,11 +270,11 @@ fn header_values_that_are_not_utf8_do_not_crash_the_filter() {
 #[test]
 fn a_broken_configuration_makes_envoy_refuse_the_filter() {
     let upstream = Upstream::start();
-    let mut bad_issuer = common::demo_config();
+    let mut bad_issuer = gatehouse_testkit::demo_config();
     bad_issuer["issuer"] = json!("");
-    let mut typo = common::demo_config();
+    let mut typo = gatehouse_testkit::demo_config();
     typo["audience"] = json!(["api"]);
-    let mut bad_rule = common::demo_config();
+    let mut bad_rule = gatehouse_testkit::demo_config();
     bad_rule["rules"][3]["require"] = json!("everyone");
     let short_secret = &SECRET[..40];
 
@@ -289,18 +287,18 @@ fn a_broken_configuration_makes_envoy_refuse_the_filter() {
             "rules[3].require: unknown variant `everyone`",
         ),
         (
-            common::demo_config(),
+            gatehouse_testkit::demo_config(),
             None,
             "hmac_secret.env: environment variable SECRET_KEY is not set",
         ),
         (
-            common::demo_config(),
+            gatehouse_testkit::demo_config(),
             Some(short_secret),
             "hmac_secret.env: SECRET_KEY must hold at least 32 bytes",
         ),
     ];
     for (config, secret, expected) in cases {
-        let failure = match Envoy::try_start(&config, secret, &upstream) {
+        let failure = match Envoy::try_start(&config, secret, &[("/", upstream.addr.port())]) {
             Ok(_) => panic!("Envoy accepted a bad configuration ({expected})"),
             Err(f) => f,
         };
@@ -326,7 +324,7 @@ fn a_broken_configuration_makes_envoy_refuse_the_filter() {
 fn a_token_from_a_fastapi_pyjwt_issuer_on_the_same_secret_passes() {
     // PyJWT signs with the SECRET_KEY string itself; so does the filter by default.
     let upstream = Upstream::start();
-    let envoy = Envoy::start(&common::demo_config(), Some(SECRET), &upstream);
+    let envoy = Envoy::start(&gatehouse_testkit::demo_config(), Some(SECRET), &upstream);
     let by_text = mint(&claims("alice", &[]));
     let by_bytes = mint_with(r#"{"alg":"HS256"}"#, &claims("alice", &[]), &hex_decode(SECRET));
     assert_eq!(
@@ -342,7 +340,7 @@ fn a_token_from_a_fastapi_pyjwt_issuer_on_the_same_secret_passes() {
         401
     );
 
-    let mut decoded = common::demo_config();
+    let mut decoded = gatehouse_testkit::demo_config();
     decoded["hmac_secret"]["hex_decode"] = json!(true);
     let envoy = Envoy::start(&decoded, Some(SECRET), &upstream);
     assert_eq!(

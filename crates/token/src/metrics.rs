@@ -1,0 +1,77 @@
+//! Prometheus metrics of the token service, served at `GET /metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    registry: Registry,
+    pub logins_ok: Counter,
+    pub logins_failed: Counter,
+    pub logins_rate_limited: Counter,
+    pub logins_busy: Counter,
+    pub refreshes_ok: Counter,
+    pub refreshes_failed: Counter,
+    pub refresh_reuse_detected: Counter,
+    pub hash_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gatehouse_token");
+        let m = Metrics {
+            logins_ok: Counter::default(),
+            logins_failed: Counter::default(),
+            logins_rate_limited: Counter::default(),
+            logins_busy: Counter::default(),
+            refreshes_ok: Counter::default(),
+            refreshes_failed: Counter::default(),
+            refresh_reuse_detected: Counter::default(),
+            hash_seconds: Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            registry: Registry::default(),
+        };
+        registry.register("logins_ok", "Successful password logins", m.logins_ok.clone());
+        registry.register("logins_failed", "Failed password logins", m.logins_failed.clone());
+        registry.register(
+            "logins_rate_limited",
+            "Logins refused by the failure limit",
+            m.logins_rate_limited.clone(),
+        );
+        registry.register(
+            "logins_busy",
+            "Logins refused because too many hashes were queued",
+            m.logins_busy.clone(),
+        );
+        registry.register(
+            "refreshes_ok",
+            "Refresh grants that rotated a token",
+            m.refreshes_ok.clone(),
+        );
+        registry.register(
+            "refreshes_failed",
+            "Refresh grants refused",
+            m.refreshes_failed.clone(),
+        );
+        registry.register(
+            "refresh_reuse_detected",
+            "Spent refresh tokens presented again",
+            m.refresh_reuse_detected.clone(),
+        );
+        registry.register(
+            "hash_seconds",
+            "Time of one Argon2 verification",
+            m.hash_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
