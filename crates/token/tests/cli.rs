@@ -1,0 +1,240 @@
+//! The `gatehouse-token` binary: user management and start-up checks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-token");
+const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+
+/// Runs the binary on `db` with `args`, writing `stdin`.
+fn run(db: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("SECRET_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn users_are_added_listed_disabled_and_never_show_their_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    let add = run(
+        &db,
+        &["user", "add", "Alice", "--role", "admin", "--role", "user"],
+        "alice-demo-pass\n",
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    assert!(text(&add).contains("added alice"), "{}", text(&add));
+    let add = run(&db, &["user", "add", "bob", "--role", "user"], "bob-demo-pass\n");
+    assert!(add.status.success(), "{}", text(&add));
+
+    let list = run(&db, &["user", "list"], "");
+    assert!(list.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "alice\tactive\tadmin,user\nbob\tactive\tuser\n"
+    );
+
+    assert!(run(&db, &["user", "disable", "bob"], "").status.success());
+    assert!(run(&db, &["user", "roles", "alice", "--role", "ops"], "")
+        .status
+        .success());
+    let list = run(&db, &["user", "list", "--json"], "");
+    let out = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        out.contains(r#""username":"bob""#) && out.contains(r#""disabled":true"#),
+        "{out}"
+    );
+    assert!(out.contains(r#""roles":["ops"]"#), "{out}");
+    assert!(!out.contains("argon2") && !out.contains("password"), "{out}");
+
+    assert!(run(&db, &["user", "enable", "bob"], "").status.success());
+    assert!(run(&db, &["user", "passwd", "bob"], "a-new-password\n")
+        .status
+        .success());
+}
+
+#[test]
+fn a_python_export_imports_and_bad_lines_import_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    // pwdlib 0.3.1 / argon2-cffi 25.1.0 hashes of "correct horse battery staple".
+    let good = r#"{"username": "erin", "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$esBNOrDdi/dFiaZHCeC+iw$1gUH3tc5v37aFs8dt8uvvPi2v0ehMBxtqMAZ5lpBmPg", "roles": ["user"], "disabled": false}
+{"username": "frank", "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$rdIeOsJKJKqw3sROLHEqTA$T6mX5Yy7Eocx/1cyIRMczK9iq8TsNbIM0edZ+CPKJeE", "roles": [], "disabled": true}
+"#;
+    let file = dir.path().join("users.jsonl");
+    std::fs::write(&file, good).unwrap();
+    let out = run(&db, &["user", "import", file.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("imported 2 user(s)"));
+    let list = run(&db, &["user", "list"], "");
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "erin\tactive\tuser\nfrank\tdisabled\t\n"
+    );
+
+    let bad_files = [
+        (
+            r#"{"username": "gina", "hashed_password": "plaintext"}"#,
+            "users.jsonl:2: hashed_password",
+        ),
+        (
+            r#"{"username": "gina", "hashed_password": "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"}"#,
+            "hashed_password",
+        ),
+        (
+            r#"{"username": "аlice", "hashed_password": "x"}"#,
+            "invalid username",
+        ),
+        (r#"{"username": "gina", "password": "x"}"#, "not a user record"),
+        ("not json", "not a user record"),
+        (
+            r#"{"username": "erin", "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$esBNOrDdi/dFiaZHCeC+iw$1gUH3tc5v37aFs8dt8uvvPi2v0ehMBxtqMAZ5lpBmPg"}"#,
+            "already exists",
+        ),
+    ];
+    for (line, message) in bad_files {
+        let content = format!(
+            "{{\"username\": \"harry\", \"hashed_password\": \"$argon2id$v=19$m=65536,t=3,p=4$esBNOrDdi/dFiaZHCeC+iw$1gUH3tc5v37aFs8dt8uvvPi2v0ehMBxtqMAZ5lpBmPg\"}}\n{line}\n"
+        );
+        std::fs::write(&file, content).unwrap();
+        let out = run(&db, &["user", "import", file.to_str().unwrap()], "");
+        assert!(!out.status.success(), "{line}");
+        assert!(text(&out).contains(message), "{line}: {}", text(&out));
+    }
+    let list = run(&db, &["user", "list"], "");
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("harry"),
+        "a failed import must insert nothing"
+    );
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    assert!(run(&db, &["user", "add", "alice"], "alice-demo-pass\n")
+        .status
+        .success());
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["user", "add", "alice"], "another-pass\n", "already exists"),
+        (&["user", "add", "ALICE"], "another-pass\n", "already exists"),
+        (&["user", "add", "аlice"], "another-pass\n", "invalid username"),
+        (&["user", "add", "new user"], "another-pass\n", "invalid username"),
+        (&["user", "add", "zed"], "short\n", "the password must have"),
+        (&["user", "add", "zed"], "", "the password must have"),
+        (
+            &["user", "add", "zed", "--role", "a,b"],
+            "another-pass\n",
+            "invalid role",
+        ),
+        (&["user", "disable", "nobody"], "", "no user nobody"),
+        (&["user", "passwd", "nobody"], "another-pass\n", "no user nobody"),
+        (
+            &["user", "import", "/nonexistent/file"],
+            "",
+            "reading /nonexistent/file",
+        ),
+        (&["user", "frobnicate"], "", "unrecognized subcommand"),
+        (
+            &["--argon2-memory-kib", "4096", "user", "add", "zed"],
+            "another-pass\n",
+            "below OWASP",
+        ),
+    ];
+    for (args, stdin, message) in cases {
+        let out = run(&db, args, stdin);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(text(&out).contains(message), "{args:?}: {}", text(&out));
+    }
+}
+
+#[test]
+fn serve_refuses_a_weak_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    let cases: &[(Option<&str>, &str)] = &[
+        (None, "SECRET_KEY is not set"),
+        (Some("YOUR-SECRET-KEY-HERE"), "placeholder"),
+        (Some("changeme"), "placeholder"),
+        (Some("abcdef"), "at least 32 bytes"),
+        (
+            Some("this is not hex but it is long enough to pass a length check"),
+            "hex-encoded",
+        ),
+    ];
+    for (secret, message) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--db")
+            .arg(&db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("SECRET_KEY");
+        if let Some(s) = secret {
+            cmd.env("SECRET_KEY", s);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{secret:?}");
+        let t = text(&out);
+        assert!(t.contains(message), "{secret:?}: {t}");
+        if let Some(s) = secret {
+            assert!(!t.contains(s), "the secret was printed");
+        }
+    }
+}
+
+#[test]
+fn serve_starts_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    let mut child = Command::new(BIN)
+        .arg("--db")
+        .arg(&db)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SECRET_KEY", SECRET)
+        .env("RUST_LOG", "trace")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.contains("gatehouse-token listening") {
+        assert!(Instant::now() < deadline, "did not start: {log}");
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("exited early: {log}");
+        }
+        log.push_str(&line);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    log.push_str(&rest);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}: {log}");
+    assert!(log.contains("gatehouse-token stopped"), "{log}");
+    assert!(!log.contains(SECRET), "the secret was logged at trace level");
+}
