@@ -328,6 +328,14 @@ impl Envoy {
         self.send(&head)
     }
 
+    /// `POST path` with a form body.
+    pub fn post_form(&self, path: &str, form: &str) -> Response {
+        self.send(format!(
+            "POST {path} HTTP/1.1\r\nHost: gatehouse.test\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{form}",
+            form.len()
+        ))
+    }
+
     /// The value of every `wasmcustom.gatehouse.*` counter.
     pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
         let r = request(
