@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-token");
@@ -201,40 +202,157 @@ fn serve_refuses_a_weak_secret() {
     }
 }
 
-#[test]
-fn serve_starts_and_stops_gracefully_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("users.db");
+/// Starts `serve` on a kernel-chosen port; returns the child, its address and its
+/// stderr, drained by a thread (a full pipe would block the server).
+fn start_server(db: &Path) -> (Server, String, Arc<Mutex<String>>) {
     let mut child = Command::new(BIN)
         .arg("--db")
-        .arg(&db)
+        .arg(db)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("SECRET_KEY", SECRET)
         .env("RUST_LOG", "trace")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log.contains("gatehouse-token listening") {
-        assert!(Instant::now() < deadline, "did not start: {log}");
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("exited early: {log}");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
         }
-        log.push_str(&line);
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = log.lock().unwrap().clone();
+        if let Some(addr) = text
+            .split("address=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        {
+            return (Server(child), addr.to_string(), log);
+        }
+        assert!(Instant::now() < deadline, "did not start: {text}");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("exited early ({status}): {text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The server process, killed if a test fails before stopping it.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A raw HTTP/1.1 POST /token; returns the whole response text.
+fn post_token(addr: &str, target: &str, form: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {target} HTTP/1.1\r\nHost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn serve_logs_no_secret_password_or_token_even_at_trace_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    assert!(run(
+        &db,
+        &["user", "add", "alice", "--role", "admin"],
+        "alice-demo-pass\n"
+    )
+    .status
+    .success());
+    let (mut child, addr, log) = start_server(&db);
+
+    let ok = post_token(
+        &addr,
+        "/token",
+        "grant_type=password&username=alice&password=alice-demo-pass",
+    );
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let body = &ok[ok.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let (access, refresh) = (
+        v["access_token"].as_str().unwrap(),
+        v["refresh_token"].as_str().unwrap(),
+    );
+    let bad = post_token(
+        &addr,
+        "/token",
+        "grant_type=password&username=alice&password=guessed-Pa55word",
+    );
+    assert!(bad.starts_with("HTTP/1.1 401"), "{bad}");
+    let query = post_token(&addr, "/token?password=query-Pa55word", "grant_type=password");
+    assert!(query.starts_with("HTTP/1.1 400"), "{query}");
+
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    log.push_str(&rest);
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let log = log.lock().unwrap().clone();
     assert!(exit.success(), "exit {exit:?}: {log}");
     assert!(log.contains("gatehouse-token stopped"), "{log}");
-    assert!(!log.contains(SECRET), "the secret was logged at trace level");
+    assert!(log.contains("password login"), "the trace log is empty: {log}");
+    for secret in [
+        SECRET,
+        "alice-demo-pass",
+        "guessed-Pa55word",
+        "query-Pa55word",
+        access,
+        refresh,
+        "$argon2id",
+    ] {
+        assert!(!log.contains(secret), "logged: {secret}");
+    }
+}
+
+#[test]
+fn a_killed_server_loses_nothing_it_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    assert!(run(&db, &["user", "add", "alice"], "alice-demo-pass\n")
+        .status
+        .success());
+    let (child, addr, _log) = start_server(&db);
+    let ok = post_token(
+        &addr,
+        "/token",
+        "grant_type=password&username=alice&password=alice-demo-pass",
+    );
+    let body = &ok[ok.find("\r\n\r\n").unwrap() + 4..];
+    let refresh = serde_json::from_str::<serde_json::Value>(body).unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(child); // SIGKILL: no shutdown, no checkpoint
+
+    let (child, addr, _log) = start_server(&db);
+    let again = post_token(
+        &addr,
+        "/token",
+        &format!("grant_type=refresh_token&refresh_token={refresh}"),
+    );
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "the refresh token committed before the kill is gone: {again}"
+    );
+    drop(child);
 }
