@@ -35,6 +35,19 @@ else
   echo "demo-check: WARNING: docker-compose.yml NOT checked: install Debian's docker-compose" >&2
 fi
 
+echo "demo-check: a port in use is a clear error naming it"
+python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",8080)); s.listen(); time.sleep(30)' &
+holder=$!
+sleep 0.5
+if out=$(DEMO_WALKTHROUGH=0 demo/run.sh 2>&1); then
+  kill "$holder"
+  echo "demo-check: the demo started although port 8080 was taken" >&2
+  exit 1
+fi
+kill "$holder"
+wait "$holder" 2>/dev/null || true
+grep -q "port 8080 is already in use" <<<"$out" || { echo "$out" >&2; exit 1; }
+
 echo "demo-check: make demo in the background, on a fresh state folder"
 rm -rf .demo
 log=$(mktemp)

@@ -35,14 +35,24 @@ fn echo(method: &Method, uri: &Uri, headers: &HeaderMap) -> Value {
 
 /// The identity Gatehouse forwarded, as the FastAPI guide's `/users/me` returns it.
 async fn me(method: Method, uri: Uri, headers: HeaderMap) -> Json<Value> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let roles: Vec<&str> = header("x-auth-roles").split(',').filter(|r| !r.is_empty()).collect();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let roles: Vec<&str> = header("x-auth-roles")
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .collect();
     Json(json!({"username": header("x-auth-sub"), "roles": roles, "request": echo(&method, &uri, &headers)}))
 }
 
 async fn delete_user(Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Json<Value> {
     let id: Value = id.parse::<i64>().map_or(json!(id), |n| json!(n));
-    Json(json!({"deleted": id, "by": headers.get("x-auth-sub").and_then(|v| v.to_str().ok()), "request": echo(&method, &uri, &headers)}))
+    Json(
+        json!({"deleted": id, "by": headers.get("x-auth-sub").and_then(|v| v.to_str().ok()), "request": echo(&method, &uri, &headers)}),
+    )
 }
 
 async fn healthz(method: Method, uri: Uri, headers: HeaderMap) -> Json<Value> {
@@ -79,7 +89,10 @@ async fn main() -> std::process::ExitCode {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
         }
     };
-    match axum::serve(listener, app()).with_graceful_shutdown(shutdown).await {
+    match axum::serve(listener, app())
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo-api: {e}");
@@ -98,8 +111,16 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app()).await });
         let c = reqwest::Client::new();
-        let health: Value =
-            serde_json::from_str(&c.get(format!("{base}/healthz")).send().await.unwrap().text().await.unwrap()).unwrap();
+        let health: Value = serde_json::from_str(
+            &c.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(health["status"], "ok");
         assert_eq!(health["request"]["path"], "/healthz");
         let me: Value = serde_json::from_str(
@@ -116,11 +137,27 @@ mod tests {
         .unwrap();
         assert_eq!(me["username"], "alice");
         assert_eq!(me["roles"], json!(["admin", "user"]));
-        let del: Value =
-            serde_json::from_str(&c.delete(format!("{base}/users/42")).send().await.unwrap().text().await.unwrap()).unwrap();
+        let del: Value = serde_json::from_str(
+            &c.delete(format!("{base}/users/42"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(del["deleted"], 42);
         let any: Value = serde_json::from_str(
-            &c.post(format!("{base}/x/y?z=1")).header("x-a", "1").header("x-a", "2").send().await.unwrap().text().await.unwrap(),
+            &c.post(format!("{base}/x/y?z=1"))
+                .header("x-a", "1")
+                .header("x-a", "2")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(any["method"], "POST");
