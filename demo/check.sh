@@ -35,11 +35,17 @@ else
   echo "demo-check: WARNING: docker-compose.yml NOT checked: install Debian's docker-compose" >&2
 fi
 
+echo "demo-check: building the demo's binaries (release)"
+cargo build --quiet --release -p gatehouse-token -p demo-api
+
 echo "demo-check: a port in use is a clear error naming it"
-python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",8080)); s.listen(); time.sleep(30)' &
+python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",8080)); s.listen(); time.sleep(60)' &
 holder=$!
-sleep 0.5
-if out=$(DEMO_WALKTHROUGH=0 demo/run.sh 2>&1); then
+for _ in $(seq 1 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+  sleep 0.1
+done
+if out=$(DEMO_WALKTHROUGH=0 timeout 60 demo/run.sh 2>&1); then
   kill "$holder"
   echo "demo-check: the demo started although port 8080 was taken" >&2
   exit 1
@@ -61,7 +67,7 @@ stop_demo() {
   done
 }
 trap stop_demo EXIT
-for _ in $(seq 1 600); do
+for _ in $(seq 1 240); do
   grep -q "demo: running" "$log" && break
   if ! kill -0 "$leader" 2>/dev/null; then
     cat "$log" >&2
