@@ -105,61 +105,35 @@ async fn main() -> std::process::ExitCode {
 mod tests {
     use super::*;
 
+    async fn json_of(request: reqwest::RequestBuilder) -> Value {
+        serde_json::from_str(&request.send().await.unwrap().text().await.unwrap()).unwrap()
+    }
+
     #[tokio::test]
     async fn routes_answer_as_documented() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app()).await });
         let c = reqwest::Client::new();
-        let health: Value = serde_json::from_str(
-            &c.get(format!("{base}/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
+        let health = json_of(c.get(format!("{base}/healthz"))).await;
         assert_eq!(health["status"], "ok");
         assert_eq!(health["request"]["path"], "/healthz");
-        let me: Value = serde_json::from_str(
-            &c.get(format!("{base}/users/me"))
+        let me = json_of(
+            c.get(format!("{base}/users/me"))
                 .header("x-auth-sub", "alice")
-                .header("x-auth-roles", "admin,user")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
+                .header("x-auth-roles", "admin,user"),
         )
-        .unwrap();
+        .await;
         assert_eq!(me["username"], "alice");
         assert_eq!(me["roles"], json!(["admin", "user"]));
-        let del: Value = serde_json::from_str(
-            &c.delete(format!("{base}/users/42"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
+        let del = json_of(c.delete(format!("{base}/users/42"))).await;
         assert_eq!(del["deleted"], 42);
-        let any: Value = serde_json::from_str(
-            &c.post(format!("{base}/x/y?z=1"))
+        let any = json_of(
+            c.post(format!("{base}/x/y?z=1"))
                 .header("x-a", "1")
-                .header("x-a", "2")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
+                .header("x-a", "2"),
         )
-        .unwrap();
+        .await;
         assert_eq!(any["method"], "POST");
         assert_eq!(any["path"], "/x/y");
         assert_eq!(any["query"], "z=1");
