@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use jwt_compact::alg::Hs256Key;
 use serde::Deserialize;
 
+use crate::hs256::Hs256Key;
 use crate::path::{canonical_method, canonical_path};
 use crate::policy::{PathPattern, Requirement, Routes, Rule, Segment};
 
@@ -296,7 +296,7 @@ fn compile_algorithms(
         ));
     }
     Ok(if secret.hex_decode {
-        Hs256Key::new(decoded)
+        Hs256Key::new(&decoded)
     } else {
         Hs256Key::new(value.as_bytes())
     })
@@ -548,7 +548,8 @@ mod tests {
 
     #[test]
     fn secret_bytes_follow_hex_decode() {
-        use jwt_compact::{alg::Hs256, AlgorithmExt, Claims, Header};
+        use crate::hs256::Hs256;
+        use jwt_compact::{AlgorithmExt, Claims, Header};
         let sign = |key: &[u8]| {
             Hs256
                 .token(&Header::empty(), &Claims::empty(), &Hs256Key::new(key))

@@ -9,6 +9,7 @@
 pub mod claims;
 pub mod config;
 pub mod decision;
+pub mod hs256;
 pub mod path;
 pub mod policy;
 pub mod token;

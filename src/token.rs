@@ -10,12 +10,12 @@
 //! 4. issuer, audience, subject and roles, each with its type checked.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use jwt_compact::alg::Hs256;
 use jwt_compact::{AlgorithmExt, Claims, ParseError, TimeOptions, UntrustedToken, ValidationError};
 
 use crate::claims::{self, ClaimError, StrictObject};
 use crate::config::TokenPolicy;
 use crate::decision::Reason;
+use crate::hs256::Hs256;
 
 /// Header parameters that would change how the token must be verified (RFC 7515
 /// §4.1.11 `crit`, RFC 7797 `b64`) or that carry keys or key locations chosen by the
@@ -175,7 +175,8 @@ pub(crate) mod tests {
     pub fn sign_raw(header: &str, payload: &str, key: &[u8]) -> String {
         use jwt_compact::Algorithm;
         let signed = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
-        let sig = Hs256.sign(&Hs256Key::new(key), signed.as_bytes());
+        // Signed by jwt-compact's own HS256, independent of the one that verifies.
+        let sig = jwt_compact::alg::Hs256.sign(&Hs256Key::new(key), signed.as_bytes());
         format!(
             "{signed}.{}",
             b64(jwt_compact::AlgorithmSignature::as_bytes(&sig).as_ref())
