@@ -137,6 +137,13 @@ echo
 echo "== 10. Every decision is counted in Envoy's stats"
 echo
 echo "\$ curl -s '$admin/stats?filter=wasmcustom.gatehouse' | grep -v ': 0\$'"
+# The filter flushes its counts to Envoy once a second.
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  curl -s "$admin/stats?filter=wasmcustom.gatehouse" >"$tmp/stats"
+  grep -q '^wasmcustom.gatehouse.denied.forbidden: [1-9]' "$tmp/stats" && break
+  sleep 0.3
+done
+sleep 1.2
 curl -s "$admin/stats?filter=wasmcustom.gatehouse" >"$tmp/stats"
 grep -v ': 0$' "$tmp/stats" || true
 grep -q '^wasmcustom.gatehouse.allowed.token: [1-9]' "$tmp/stats" || fail "allowed.token did not move"

@@ -45,6 +45,23 @@ struct RawConfig {
     no_match: RawRequire,
     #[serde(default)]
     forward: RawForward,
+    #[serde(default)]
+    token_cache: RawCache,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default = "defaults::cache_entries")]
+    max_entries: u32,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_entries: defaults::cache_entries(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +135,9 @@ mod defaults {
     pub fn header_prefix() -> String {
         "x-auth-".into()
     }
+    pub fn cache_entries() -> u32 {
+        4096
+    }
 }
 
 /// Everything the filter needs to decide, compiled from the configuration.
@@ -127,6 +147,8 @@ pub struct Policy {
     pub forward: Forward,
     /// `Bearer realm="..."`, the start of every `WWW-Authenticate` we send.
     pub challenge: String,
+    /// Verified tokens kept per worker; 0 switches the cache off.
+    pub token_cache_entries: usize,
 }
 
 /// How tokens are verified.
@@ -239,6 +261,7 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
         routes: Routes { rules, no_match },
         forward,
         challenge: format!("Bearer realm=\"{}\"", raw.realm),
+        token_cache_entries: usize::try_from(raw.token_cache.max_entries).unwrap_or(usize::MAX),
     })
 }
 
@@ -497,6 +520,7 @@ mod tests {
             }
         );
         assert_eq!(p.challenge, "Bearer realm=\"gatehouse\"");
+        assert_eq!(p.token_cache_entries, 4096);
     }
 
     #[test]
@@ -515,7 +539,8 @@ mod tests {
                 {"prefix": "/internal", "require": "deny"}
               ],
               "no_match": "deny",
-              "forward": {"header_prefix": "x-user-", "claims": {"sub": "id", "email": "email"}, "authorization": true}
+              "forward": {"header_prefix": "x-user-", "claims": {"sub": "id", "email": "email"}, "authorization": true},
+              "token_cache": {"max_entries": 0}
             }"#,
         )
         .unwrap();
@@ -544,6 +569,7 @@ mod tests {
         );
         assert!(p.forward.authorization);
         assert_eq!(p.challenge, "Bearer realm=\"api\"");
+        assert_eq!(p.token_cache_entries, 0);
     }
 
     #[test]
@@ -621,6 +647,8 @@ mod tests {
             (&MINIMAL.replace("}}", "},\"forward\":{\"claims\":{\"sub\":\"a b\"}}}"), "forward.claims.sub"),
             (&MINIMAL.replace("}}", "},\"forward\":{\"claims\":{\"sub\":\"u\",\"name\":\"u\"}}}"), "forward.claims.sub"),
             (&MINIMAL.replace("}}", "},\"forward\":{\"authorisation\":true}}"), "forward.authorisation"),
+            (&MINIMAL.replace("}}", "},\"token_cache\":{\"max_entries\":-1}}"), "token_cache.max_entries"),
+            (&MINIMAL.replace("}}", "},\"token_cache\":{\"size\":1}}"), "token_cache.size"),
         ];
         for (json, field) in cases {
             match compile_str(json) {

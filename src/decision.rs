@@ -4,6 +4,9 @@
 
 use serde_json::Value;
 
+use std::rc::Rc;
+
+use crate::cache::TokenCache;
 use crate::config::Policy;
 use crate::path::canonical_path;
 use crate::policy::{request_methods, Requirement, METHOD_OVERRIDE_HEADERS};
@@ -218,6 +221,7 @@ impl Decision<'_> {
 /// `now` is unix time in seconds.
 pub fn decide<'a>(
     policy: &'a Policy,
+    cache: &mut TokenCache,
     method: &[u8],
     path: &[u8],
     headers: &'a [(String, Vec<u8>)],
@@ -255,9 +259,17 @@ pub fn decide<'a>(
         Ok(token) => token,
         Err(reason) => return deny(reason),
     };
-    let verified = match verify(&policy.token, token, now) {
-        Ok(v) => v,
-        Err(reason) => return deny(reason),
+    let skew = policy.token.clock_skew_seconds;
+    let verified = match cache.get(token, now, skew) {
+        Some(hit) => hit,
+        None => match verify(&policy.token, token, now) {
+            Ok(v) => {
+                let v = Rc::new(v);
+                cache.insert(token, v.clone(), now, skew);
+                v
+            }
+            Err(reason) => return deny(reason),
+        },
     };
     if let Some(unmet) = requirements.iter().find(|r| !r.allows(&verified.roles)) {
         return Decision::Deny(Reason::Forbidden.denial(&policy.challenge, unmet.roles()));
@@ -413,7 +425,14 @@ mod tests {
     fn run(method: &str, path: &str, headers: &[(&str, &str)]) -> (Outcome, Option<Denial>) {
         let policy = demo_policy();
         let headers = h(headers);
-        let d = decide(&policy, method.as_bytes(), path.as_bytes(), &headers, NOW);
+        let d = decide(
+            &policy,
+            &mut TokenCache::new(0),
+            method.as_bytes(),
+            path.as_bytes(),
+            &headers,
+            NOW,
+        );
         let denial = match &d {
             Decision::Deny(x) => Some(x.clone()),
             Decision::Allow { .. } => None,
@@ -723,8 +742,14 @@ mod tests {
             ("x-authentic", "kept"),
             ("x-forwarded-for", "kept"),
         ]);
-        let Decision::Allow { outcome, remove, set } = decide(&policy, b"GET", b"/users/me", &headers, NOW)
-        else {
+        let Decision::Allow { outcome, remove, set } = decide(
+            &policy,
+            &mut TokenCache::new(0),
+            b"GET",
+            b"/users/me",
+            &headers,
+            NOW,
+        ) else {
             panic!("denied")
         };
         assert_eq!(outcome, Outcome::Allowed);
@@ -744,7 +769,14 @@ mod tests {
         );
 
         // On a public route too, and without touching Authorization there.
-        let Decision::Allow { remove, set, .. } = decide(&policy, b"GET", b"/healthz", &headers, NOW) else {
+        let Decision::Allow { remove, set, .. } = decide(
+            &policy,
+            &mut TokenCache::new(0),
+            b"GET",
+            b"/healthz",
+            &headers,
+            NOW,
+        ) else {
             panic!("denied")
         };
         assert!(set.is_empty());
@@ -790,7 +822,9 @@ mod tests {
             SECRET.as_bytes(),
         );
         let headers = h(&[bearer_pair(&token)]);
-        let Decision::Allow { remove, set, .. } = decide(&policy, b"GET", b"/", &headers, NOW) else {
+        let Decision::Allow { remove, set, .. } =
+            decide(&policy, &mut TokenCache::new(0), b"GET", b"/", &headers, NOW)
+        else {
             panic!("denied")
         };
         assert!(remove.is_empty() && set.is_empty());
@@ -799,6 +833,37 @@ mod tests {
     fn bearer_pair(token: &str) -> (&'static str, &'static str) {
         let (k, v) = bearer(token);
         (k, Box::leak(v.into_boxed_str()))
+    }
+
+    #[test]
+    fn a_cached_token_still_meets_every_rule_and_its_own_exp() {
+        let policy = demo_policy();
+        let mut cache = TokenCache::new(16);
+        let bob = token_with(json!({"sub": "bob", "roles": ["user"], "exp": NOW + 300}));
+        let headers = h(&[("authorization", &format!("Bearer {bob}"))]);
+        let mut run = |method: &[u8], path: &[u8], now: i64| {
+            decide(&policy, &mut cache, method, path, &headers, now).outcome()
+        };
+        assert_eq!(run(b"GET", b"/users/me", NOW), Outcome::Allowed);
+        assert_eq!(run(b"GET", b"/users/me", NOW), Outcome::Allowed);
+        assert_eq!(
+            run(b"DELETE", b"/users/1", NOW),
+            Outcome::Denied(Reason::Forbidden)
+        );
+        assert_eq!(run(b"GET", b"/users/me", NOW + 300 + 60), Outcome::Allowed);
+        assert_eq!(
+            run(b"GET", b"/users/me", NOW + 300 + 61),
+            Outcome::Denied(Reason::Expired)
+        );
+        assert_eq!((cache.hits, cache.misses), (3, 2), "the expired entry is a miss, then refused");
+        // A tampered token is its own key: verified, and refused.
+        let tampered = format!("{}A", &bob[..bob.len() - 1]);
+        let headers = h(&[("authorization", &format!("Bearer {tampered}"))]);
+        let outcome = decide(&policy, &mut cache, b"GET", b"/users/me", &headers, NOW).outcome();
+        assert!(
+            matches!(outcome, Outcome::Denied(Reason::Signature | Reason::Malformed)),
+            "{outcome:?}"
+        );
     }
 
     #[test]

@@ -44,7 +44,18 @@ impl HttpContext for GatehouseHttp {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
 
-        let decision = decide(&shared.policy, pseudo(":method"), pseudo(":path"), &headers, now);
+        let Ok(mut cache) = shared.cache.try_borrow_mut() else {
+            return send(500, None, r#"{"error":"server_error"}"#);
+        };
+        let decision = decide(
+            &shared.policy,
+            &mut cache,
+            pseudo(":method"),
+            pseudo(":path"),
+            &headers,
+            now,
+        );
+        drop(cache);
         shared.metrics.count(decision.outcome());
         match decision {
             Decision::Allow { remove, set, .. } => {

@@ -6,6 +6,7 @@
 //! [`decision::Decision`]. The Wasm glue (`root`, `http`, `metrics`) only gathers
 //! inputs from Envoy and applies the decision.
 
+pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod decision;

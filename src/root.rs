@@ -1,19 +1,23 @@
 //! Root context: compiles the configuration once and hands it to every request.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use log::{error, info};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use crate::cache::TokenCache;
 use crate::config::{compile, Policy};
 use crate::http::GatehouseHttp;
 use crate::metrics::Metrics;
 
-/// What every HTTP context shares.
+/// What every HTTP context of this worker shares.
 pub struct Shared {
     pub policy: Policy,
     pub metrics: Metrics,
+    pub cache: RefCell<TokenCache>,
 }
 
 #[derive(Default)]
@@ -21,7 +25,22 @@ pub struct GatehouseRoot {
     shared: Option<Rc<Shared>>,
 }
 
-impl Context for GatehouseRoot {}
+impl GatehouseRoot {
+    fn flush(&self) {
+        if let Some(shared) = &self.shared {
+            if let Ok(cache) = shared.cache.try_borrow() {
+                shared.metrics.flush(&cache);
+            }
+        }
+    }
+}
+
+impl Context for GatehouseRoot {
+    fn on_done(&mut self) -> bool {
+        self.flush();
+        true
+    }
+}
 
 impl RootContext for GatehouseRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -39,12 +58,25 @@ impl RootContext for GatehouseRoot {
             return false;
         };
         info!(
-            "gatehouse: configured: issuer {}, {} rule(s)",
+            "gatehouse: configured: issuer {}, {} rule(s), token cache {}",
             policy.token.issuer,
-            policy.routes.rules.len()
+            policy.routes.rules.len(),
+            policy.token_cache_entries
         );
-        self.shared = Some(Rc::new(Shared { policy, metrics }));
+        let cache = RefCell::new(TokenCache::new(policy.token_cache_entries));
+        // Counters reach Envoy's stats once a second (see metrics.rs).
+        self.set_tick_period(Duration::from_secs(1));
+        self.flush();
+        self.shared = Some(Rc::new(Shared {
+            policy,
+            metrics,
+            cache,
+        }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        self.flush();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -32,6 +32,19 @@ pub struct VerifiedToken {
     pub subject: String,
     pub roles: Vec<String>,
     pub claims: StrictObject,
+    /// `exp`, unix seconds.
+    pub expires_at: i64,
+    /// `nbf`, unix seconds.
+    pub not_before: Option<i64>,
+}
+
+impl VerifiedToken {
+    /// Whether `exp` and `nbf` still allow the token at `now` (for a cached token: the
+    /// other checks do not depend on time).
+    pub fn valid_at(&self, now: i64, skew: i64) -> bool {
+        now <= self.expires_at.saturating_add(skew)
+            && self.not_before.is_none_or(|nbf| now >= nbf.saturating_sub(skew))
+    }
 }
 
 /// Verifies `token` (the part after `Bearer `) at unix time `now`.
@@ -79,6 +92,8 @@ pub fn verify(policy: &TokenPolicy, token: &str, now: i64) -> Result<VerifiedTok
     let claims = verified.claims();
 
     check_time(claims, policy, now)?;
+    let expires_at = claims.expiration.map_or(now, |t| t.timestamp());
+    let not_before = claims.not_before.map(|t| t.timestamp());
 
     let custom = &claims.custom;
     match claims::string_claim(custom, "iss") {
@@ -105,6 +120,8 @@ pub fn verify(policy: &TokenPolicy, token: &str, now: i64) -> Result<VerifiedTok
         subject,
         roles,
         claims: verified.into_parts().1.custom,
+        expires_at,
+        not_before,
     })
 }
 

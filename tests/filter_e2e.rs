@@ -221,6 +221,15 @@ fn every_decision_is_counted_in_envoys_stats() {
     envoy.call("GET", "/users/me", &[("Authorization", "Bearer a.b.c")]);
     envoy.call("GET", "/users/%2e%2e/me", &[("Authorization", &bearer(&alice))]);
 
+    let decisions = |c: &std::collections::BTreeMap<String, u64>| -> u64 {
+        c.iter()
+            .filter(|(k, _)| !k.starts_with("gatehouse.token_cache"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    // Counts reach Envoy once a second: wait for them, then one more flush for stragglers.
+    envoy.counters_when(|c| decisions(c) >= 6);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
     let after = envoy.counters();
     let moved = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
     assert_eq!(moved("gatehouse.allowed.public"), 1);
@@ -228,7 +237,7 @@ fn every_decision_is_counted_in_envoys_stats() {
     assert_eq!(moved("gatehouse.denied.missing_token"), 1);
     assert_eq!(moved("gatehouse.denied.forbidden"), 1);
     assert_eq!(moved("gatehouse.denied.malformed"), 1);
-    let total: u64 = after.values().sum();
+    let total = decisions(&after);
     // Envoy itself may refuse `%2e%2e` before the filter sees it; either way it is not allowed.
     assert!(
         total == 6 || (total == 7 && moved("gatehouse.denied.ambiguous_path") == 1),
@@ -237,6 +246,10 @@ fn every_decision_is_counted_in_envoys_stats() {
 
     let prometheus = String::from_utf8(envoy.admin_get("/stats/prometheus").body).unwrap();
     assert!(prometheus.contains("gatehouse_allowed_token{} 2"), "{prometheus}");
+    // alice's token twice: verified once, then served from the worker's cache; bob's
+    // and the broken token were looked up once each and verified.
+    assert_eq!(moved("gatehouse.token_cache.hits"), 1, "{after:?}");
+    assert_eq!(moved("gatehouse.token_cache.misses"), 3, "{after:?}");
 }
 
 #[test]
@@ -259,7 +272,7 @@ fn header_values_that_are_not_utf8_do_not_crash_the_filter() {
         // Allowed by the filter (the test upstream itself may refuse a non-ASCII value).
         envoy.send(raw(Some(&alice)));
     }
-    let counters = envoy.counters();
+    let counters = envoy.counters_when(|c| c.get("gatehouse.allowed.token") == Some(&3));
     assert_eq!(counters["gatehouse.denied.missing_token"], 3);
     assert_eq!(counters["gatehouse.allowed.token"], 3);
     let r = envoy.call("GET", "/users/me", &[("Authorization", &bearer(&alice))]);

@@ -229,12 +229,25 @@ impl Envoy {
         secret: Option<&str>,
         routes: &[(&str, u16)],
     ) -> Result<Envoy, StartFailure> {
-        let dir = tempfile::tempdir().unwrap();
         let yaml = envoy_yaml(&config.to_string(), wasm_path(), routes);
+        Envoy::launch(&yaml, secret, None)
+    }
+
+    /// Starts Envoy on a whole configuration of its own (listener and admin on port 0),
+    /// optionally pinned to `cpus` with `taskset` (benchmarks).
+    pub fn launch(yaml: &str, secret: Option<&str>, cpus: Option<&str>) -> Result<Envoy, StartFailure> {
+        let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("envoy.yaml"), yaml).unwrap();
         let admin_file = dir.path().join("admin.txt");
         let log_file = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
-        let mut cmd = Command::new(envoy_bin());
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(envoy_bin());
+                c
+            }
+            None => Command::new(envoy_bin()),
+        };
         cmd.arg("-c")
             .arg(dir.path().join("envoy.yaml"))
             .arg("--admin-address-path")
@@ -304,6 +317,11 @@ impl Envoy {
         u16::try_from(port).ok()
     }
 
+    /// The Envoy process id (its resident memory is in `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Envoy's log, without the long list of compiled-in extensions.
     pub fn log(&self) -> String {
         read_log(self.dir.path())
@@ -353,6 +371,22 @@ impl Envoy {
                 ))
             })
             .collect()
+    }
+
+    /// The counters once `ready` holds for them (the filter flushes its counts to
+    /// Envoy once a second); the last reading if it never does within 5 s.
+    pub fn counters_when(
+        &self,
+        ready: impl Fn(&std::collections::BTreeMap<String, u64>) -> bool,
+    ) -> std::collections::BTreeMap<String, u64> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let c = self.counters();
+            if ready(&c) || Instant::now() > deadline {
+                return c;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn admin_get(&self, path: &str) -> Response {

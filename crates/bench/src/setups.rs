@@ -1,0 +1,163 @@
+//! The Envoy set-ups compared: the same listener and `direct_response` route, with
+//! different HTTP filters in front of the router, so only the filters' cost differs.
+
+use std::path::Path;
+
+use serde_json::json;
+
+pub const ISSUER: &str = "https://gatehouse.bench";
+pub const AUDIENCE: &str = "api";
+/// The path benchmarked; every set-up requires role `user` on it.
+pub const PATH: &str = "/api/items";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// No filter: the ceiling.
+    NoFilter,
+    /// A proxy-wasm filter that reads one header and sets one: the floor of any Wasm filter.
+    WasmFloor,
+    /// Envoy's C++ jwt_authn (HS256, issuer, audience, payload in metadata, sub to a
+    /// header) and rbac requiring role `user` from the payload.
+    Native,
+    /// The same with jwt_authn's cache of verified tokens.
+    NativeCache,
+    /// Gatehouse, HS256, the same checks and the same forwarded header.
+    Gatehouse,
+}
+
+impl Setup {
+    pub const ALL: [Setup; 5] = [
+        Setup::NoFilter,
+        Setup::WasmFloor,
+        Setup::Native,
+        Setup::NativeCache,
+        Setup::Gatehouse,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Setup::NoFilter => "no filter",
+            Setup::WasmFloor => "empty proxy-wasm filter",
+            Setup::Native => "native jwt_authn + rbac",
+            Setup::NativeCache => "native jwt_authn (cache) + rbac",
+            Setup::Gatehouse => "Gatehouse HS256",
+        }
+    }
+
+    /// Whether the set-up checks tokens (and so must answer 401 and 403).
+    pub fn authenticates(self) -> bool {
+        !matches!(self, Setup::NoFilter | Setup::WasmFloor)
+    }
+
+    /// The HTTP filters of this set-up, as YAML list items.
+    fn filters(self, secret: &str, gatehouse_wasm: &Path, floor_wasm: &Path) -> String {
+        let wasm = |name: &str, file: &Path, config: &str| {
+            format!(
+                r#"
+          - name: {name}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                fail_open: false
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {config}
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  environment_variables: {{host_env_keys: ["SECRET_KEY"]}}
+                  code: {{local: {{filename: "{}"}}}}"#,
+                file.display()
+            )
+        };
+        match self {
+            Setup::NoFilter => String::new(),
+            Setup::WasmFloor => wasm("floor", floor_wasm, "'{}'"),
+            Setup::Gatehouse => {
+                let config = json!({
+                    "issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
+                    "hmac_secret": {"env": "SECRET_KEY"},
+                    "rules": [{"prefix": "/api", "require": {"any_of": ["user"]}}],
+                    "forward": {"claims": {"sub": "sub"}}
+                });
+                wasm(
+                    "gatehouse",
+                    gatehouse_wasm,
+                    &serde_json::to_string(&config.to_string()).unwrap_or_default(),
+                )
+            }
+            Setup::Native | Setup::NativeCache => {
+                use base64ct::{Base64UrlUnpadded, Encoding};
+                // PyJWT's convention, as Gatehouse's default: the key is the secret text.
+                let k = Base64UrlUnpadded::encode_string(secret.as_bytes());
+                let cache = if self == Setup::NativeCache {
+                    "\n                  jwt_cache_config: {jwt_cache_size: 1000}"
+                } else {
+                    ""
+                };
+                format!(
+                    r#"
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                bench:
+                  issuer: {ISSUER}
+                  audiences: [{AUDIENCE}]
+                  local_jwks:
+                    inline_string: '{{"keys":[{{"kty":"oct","alg":"HS256","k":"{k}"}}]}}'
+                  forward: false
+                  payload_in_metadata: jwt_payload
+                  claim_to_headers: [{{header_name: x-auth-sub, claim_name: sub}}]{cache}
+              rules:
+              - match: {{prefix: /}}
+                requires: {{provider_name: bench}}
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: ALLOW
+                policies:
+                  user:
+                    permissions: [{{any: true}}]
+                    principals:
+                    - metadata:
+                        filter: envoy.filters.http.jwt_authn
+                        path: [{{key: jwt_payload}}, {{key: roles}}]
+                        value: {{list_match: {{one_of: {{string_match: {{exact: user}}}}}}}}"#
+                )
+            }
+        }
+    }
+
+    /// The whole Envoy configuration (listener and admin on kernel-chosen ports).
+    pub fn envoy_yaml(self, secret: &str, gatehouse_wasm: &Path, floor_wasm: &Path) -> String {
+        format!(
+            r#"
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+static_resources:
+  listeners:
+  - name: bench
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                direct_response: {{status: 200, body: {{inline_string: "ok"}}}}
+          http_filters:{}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#,
+            self.filters(secret, gatehouse_wasm, floor_wasm)
+        )
+    }
+}

@@ -1,0 +1,246 @@
+//! The token service under load: logins per second against the raw Argon2 rate of the
+//! same parameters on the same cores, `/healthz` latency while logins flood it, and
+//! refresh-grant throughput.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use gatehouse_token::passwords::{Hasher, OWASP_MIN};
+
+pub struct TokenFigures {
+    pub cores: usize,
+    pub raw_hashes_per_second: f64,
+    pub logins_per_second: f64,
+    pub healthz_p50_ms: f64,
+    pub healthz_p99_ms: f64,
+    pub refreshes_per_second: f64,
+}
+
+const PASSWORD: &str = "bench-password-123";
+
+/// The service process, stopped on drop.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn measure(binary: &Path, secret: &str, seconds: u64) -> anyhow::Result<TokenFigures> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let raw = raw_argon2_rate(cores, Duration::from_secs(seconds))?;
+
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("users.db");
+    let _ = std::fs::remove_file(&db);
+    let mut add = Command::new(binary)
+        .arg("--db")
+        .arg(&db)
+        .args(["user", "add", "bench", "--role", "user"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("running gatehouse-token")?;
+    add.stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{PASSWORD}\n").as_bytes())?;
+    if !add.wait()?.success() {
+        bail!("could not add the bench user");
+    }
+
+    let mut child = Command::new(binary)
+        .arg("--db")
+        .arg(&db)
+        // Failed logins never happen here; lift the limits so a long run cannot trip them.
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-failures-per-address",
+            "1000000",
+        ])
+        .env("SECRET_KEY", secret)
+        .env("RUST_LOG", "warn,gatehouse_token=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting gatehouse-token serve")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let service = Service(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .context("gatehouse-token exited before listening")??;
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap_or_default().to_string();
+        }
+    };
+    // Keep draining the log so a full pipe never blocks the service.
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let figures = runtime.block_on(load(&addr, cores, Duration::from_secs(seconds)))?;
+    drop(service);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(TokenFigures {
+        cores,
+        raw_hashes_per_second: raw,
+        ..figures
+    })
+}
+
+/// Argon2id verifications per second, one thread per core, with the service's default
+/// parameters: the physical limit of a login on this machine.
+fn raw_argon2_rate(cores: usize, duration: Duration) -> anyhow::Result<f64> {
+    let hasher = Hasher::new(OWASP_MIN, cores, Duration::from_secs(1))?;
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..cores {
+            let (hasher, done) = (&hasher, done.clone());
+            s.spawn(move || {
+                while started.elapsed() < duration {
+                    if hasher.hash_blocking(PASSWORD).is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn load(addr: &str, cores: usize, duration: Duration) -> anyhow::Result<TokenFigures> {
+    let client = reqwest::Client::new();
+    let token_url = format!("http://{addr}/token");
+    let login_form = format!("grant_type=password&username=bench&password={PASSWORD}");
+
+    // Logins: twice as many clients as hashing slots keeps every slot busy.
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..2 * cores {
+        let (client, url, form, ok, failed) = (
+            client.clone(),
+            token_url.clone(),
+            login_form.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while started.elapsed() < duration {
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    // Meanwhile, /healthz every 10 ms.
+    let mut health = Vec::new();
+    while started.elapsed() < duration {
+        let t = Instant::now();
+        let r = client.get(format!("http://{addr}/healthz")).send().await?;
+        if r.status() != 200 {
+            bail!("/healthz answered {} during the login flood", r.status());
+        }
+        health.push(t.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if failed.load(Ordering::Relaxed) > 0 {
+        bail!(
+            "{} logins failed during the flood (every login must succeed)",
+            failed.load(Ordering::Relaxed)
+        );
+    }
+    let logins = ok.load(Ordering::Relaxed) as f64 / elapsed;
+    health.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        health
+            .get(((health.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+
+    // Refresh grants: one rotating chain per client.
+    let refreshed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..2 * cores {
+        let (client, url, form, refreshed) = (
+            client.clone(),
+            token_url.clone(),
+            login_form.clone(),
+            refreshed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut token = refresh_token_of(
+                client
+                    .post(&url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form),
+            )
+            .await?;
+            while started.elapsed() < duration {
+                token = refresh_token_of(
+                    client
+                        .post(&url)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(format!("grant_type=refresh_token&refresh_token={token}")),
+                )
+                .await?;
+                refreshed.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let refreshes = refreshed.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+
+    Ok(TokenFigures {
+        cores,
+        raw_hashes_per_second: 0.0,
+        logins_per_second: logins,
+        healthz_p50_ms: pct(0.5),
+        healthz_p99_ms: pct(0.99),
+        refreshes_per_second: refreshes,
+    })
+}
+
+async fn refresh_token_of(request: reqwest::RequestBuilder) -> anyhow::Result<String> {
+    let r = request.send().await?;
+    let status = r.status();
+    let body: serde_json::Value = serde_json::from_str(&r.text().await?)?;
+    if status != 200 {
+        bail!("token endpoint answered {status}: {body}");
+    }
+    body["refresh_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no refresh_token")
+}

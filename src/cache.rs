@@ -1,0 +1,149 @@
+//! A bounded cache of verified tokens, so a token's signature and claims are checked
+//! once per worker rather than once per request.
+//!
+//! Keyed by a 128-bit keyed hash of the whole token (two SipHash instances with random
+//! keys): the token itself is not kept, and an attacker who cannot learn the keys
+//! cannot aim a forged token at a cached one. An entry is used only while the token's
+//! own `exp` (and `nbf`) allow, with the same clock skew; route rules, roles and
+//! forwarded headers are still applied on every request. When full, expired entries
+//! go first, then everything (simple, bounded, and refilled by the next requests).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+
+use crate::token::VerifiedToken;
+
+pub struct TokenCache {
+    max_entries: usize,
+    keys: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
+    entries: HashMap<u128, Rc<VerifiedToken>>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl TokenCache {
+    /// `max_entries == 0` disables the cache.
+    pub fn new(max_entries: usize) -> Self {
+        TokenCache {
+            max_entries,
+            keys: Default::default(),
+            entries: HashMap::new(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max_entries > 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn key(&self, token: &str) -> u128 {
+        let mut a = self.keys.0.build_hasher();
+        let mut b = self.keys.1.build_hasher();
+        a.write(token.as_bytes());
+        b.write(token.as_bytes());
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+
+    /// The verified token, if cached and still within its validity at `now`.
+    pub fn get(&mut self, token: &str, now: i64, skew: i64) -> Option<Rc<VerifiedToken>> {
+        if !self.enabled() {
+            return None;
+        }
+        let key = self.key(token);
+        match self.entries.get(&key) {
+            Some(v) if v.valid_at(now, skew) => {
+                self.hits += 1;
+                Some(v.clone())
+            }
+            Some(_) => {
+                self.entries.remove(&key);
+                self.misses += 1;
+                None
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    pub fn insert(&mut self, token: &str, verified: Rc<VerifiedToken>, now: i64, skew: i64) {
+        if !self.enabled() {
+            return;
+        }
+        if self.entries.len() >= self.max_entries {
+            self.entries.retain(|_, v| v.valid_at(now, skew));
+            if self.entries.len() >= self.max_entries {
+                self.entries.clear();
+            }
+        }
+        let key = self.key(token);
+        self.entries.insert(key, verified);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::StrictObject;
+
+    fn verified(exp: i64, nbf: Option<i64>) -> Rc<VerifiedToken> {
+        Rc::new(VerifiedToken {
+            subject: "alice".into(),
+            roles: vec![],
+            claims: StrictObject::default(),
+            expires_at: exp,
+            not_before: nbf,
+        })
+    }
+
+    #[test]
+    fn entries_live_only_as_long_as_their_token() {
+        let mut c = TokenCache::new(10);
+        c.insert("t1", verified(1000, Some(500)), 600, 60);
+        assert!(c.get("t1", 600, 60).is_some());
+        assert!(c.get("t1", 1060, 60).is_some(), "within skew after exp");
+        assert!(c.get("t1", 1061, 60).is_none(), "never past exp + skew");
+        assert!(c.get("t1", 600, 60).is_none(), "the expired entry was dropped");
+        c.insert("t2", verified(1000, Some(500)), 600, 60);
+        assert!(c.get("t2", 439, 60).is_none(), "never before nbf - skew");
+        assert!(c.get("t3", 600, 60).is_none());
+        assert_eq!((c.hits, c.misses), (2, 4));
+    }
+
+    #[test]
+    fn bounded_and_switchable() {
+        let mut c = TokenCache::new(3);
+        for i in 0..10 {
+            c.insert(&format!("t{i}"), verified(1000, None), 0, 0);
+            assert!(c.len() <= 3);
+        }
+        assert!(c.get("t9", 0, 0).is_some());
+        let mut off = TokenCache::new(0);
+        off.insert("t", verified(1000, None), 0, 0);
+        assert!(off.get("t", 0, 0).is_none());
+        assert_eq!((off.hits, off.misses), (0, 0));
+    }
+
+    #[test]
+    fn similar_tokens_do_not_collide() {
+        let mut c = TokenCache::new(100);
+        c.insert("abc.def.ghi", verified(1000, None), 0, 0);
+        for other in ["abc.def.ghj", "abc.def.gh", "abc.def.ghi ", "ABC.def.ghi"] {
+            assert!(c.get(other, 0, 0).is_none(), "{other}");
+        }
+    }
+}
