@@ -855,7 +855,11 @@ mod tests {
             run(b"GET", b"/users/me", NOW + 300 + 61),
             Outcome::Denied(Reason::Expired)
         );
-        assert_eq!((cache.hits, cache.misses), (3, 2), "the expired entry is a miss, then refused");
+        assert_eq!(
+            (cache.hits, cache.misses),
+            (3, 2),
+            "the expired entry is a miss, then refused"
+        );
         // A tampered token is its own key: verified, and refused.
         let tampered = format!("{}A", &bob[..bob.len() - 1]);
         let headers = h(&[("authorization", &format!("Bearer {tampered}"))]);

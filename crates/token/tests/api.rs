@@ -42,7 +42,14 @@ async fn a_login_issues_tokens_the_filter_accepts() {
         format!("Bearer {token}").into_bytes(),
     )];
     let now = gatehouse_token::app::unix_now();
-    match decide(&policy, b"GET", b"/users/me", &headers, now) {
+    match decide(
+        &policy,
+        &mut gatehouse::cache::TokenCache::new(0),
+        b"GET",
+        b"/users/me",
+        &headers,
+        now,
+    ) {
         Decision::Allow { outcome, set, .. } => {
             assert_eq!(outcome, Outcome::Allowed);
             assert_eq!(
