@@ -8,7 +8,7 @@ ENVOY_BIN ?= $(or $(shell command -v envoy 2>/dev/null),$(LOCAL_ENVOY))
 export ENVOY_BIN
 WASM := target/wasm32-wasip1/release/gatehouse.wasm
 
-.PHONY: test lint unit e2e demo-check wasm wasm-target envoy demo clean-tools
+.PHONY: test lint unit e2e demo-check bench bench-smoke wasm wasm-target envoy demo clean-tools
 
 ## Everything CI runs: formatting, lints on host and wasm, unit and end-to-end tests,
 ## and the demo (envoy.yaml, docker-compose.yml, make demo + the walk-through).
@@ -19,14 +19,24 @@ test: lint wasm envoy
 		cargo test --workspace --no-fail-fast; \
 	fi
 	demo/check.sh
+	$(MAKE) bench-smoke
 
 demo-check: wasm envoy
 	demo/check.sh
 
+## Requests/s: no filter, empty Wasm filter, native jwt_authn + rbac, Gatehouse; and the
+## token service. Writes docs/benchmarks.md and docs/benchmarks.png. Needs wrk.
+bench: wasm envoy
+	cargo run --quiet --release -p gatehouse-bench
+
+## The same, one second per step, nothing written under docs/ (part of make test).
+bench-smoke: wasm envoy
+	cargo run --quiet --release -p gatehouse-bench -- --smoke
+
 lint: wasm-target
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p gatehouse --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p gatehouse -p noop-filter --target wasm32-wasip1 -- -D warnings
 
 ## Host-only unit tests (no Envoy needed).
 unit:

@@ -48,7 +48,10 @@ pub fn markdown(ctx: &Context_<'_>, setups: &[SetupFigures], token: Option<&Toke
     };
     let ceiling = rps(Setup::NoFilter);
     let native = rps(Setup::Native);
+    let native_cache = rps(Setup::NativeCache);
     let ours = rps(Setup::Gatehouse);
+    let ours_no_cache = rps(Setup::GatehouseNoCache);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let baseline_rss = setups
         .iter()
         .find(|f| f.setup == Setup::NoFilter)
@@ -83,11 +86,32 @@ pub fn markdown(ctx: &Context_<'_>, setups: &[SetupFigures], token: Option<&Toke
         );
     }
     let _ = writeln!(out);
+    let _ = writeln!(out, "| ratio | value | target |");
+    let _ = writeln!(out, "|---|---:|---:|");
     let _ = writeln!(
         out,
-        "**Gatehouse / native jwt_authn + rbac: {:.2}x. Gatehouse / no filter: {:.2}x.** (Targets: 1.5x and 0.8x.)\n",
-        if native > 0.0 { ours / native } else { 0.0 },
-        if ceiling > 0.0 { ours / ceiling } else { 0.0 }
+        "| Gatehouse (default) / native jwt_authn + rbac (default) | **{:.2}x** | 1.5x |",
+        ratio(ours, native)
+    );
+    let _ = writeln!(
+        out,
+        "| Gatehouse (default) / no filter | **{:.2}x** | 0.8x |",
+        ratio(ours, ceiling)
+    );
+    let _ = writeln!(
+        out,
+        "| Gatehouse, cache off / native, no cache (verify every request) | {:.2}x | |",
+        ratio(ours_no_cache, native)
+    );
+    let _ = writeln!(
+        out,
+        "| Gatehouse, cache on / native with `jwt_cache_config` | {:.2}x | |",
+        ratio(ours, native_cache)
+    );
+    let _ = writeln!(
+        out,
+        "| empty proxy-wasm filter / no filter (the floor of any Wasm filter) | {:.2}x | |\n",
+        ratio(rps(Setup::WasmFloor), ceiling)
     );
     let _ = writeln!(out, "![requests per second by set-up](benchmarks.png)\n");
     if let Some(t) = token {
@@ -152,7 +176,7 @@ pub fn chart(file: &Path, setups: &[SetupFigures]) -> anyhow::Result<()> {
     let root = BitMapBackend::new(file, (900, 60 + 50 * setups.len() as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let max = setups.iter().map(|f| median(&f.rps)).fold(0.0, f64::max) * 1.2;
-    let n = setups.len() as i32;
+    let n = setups.len() as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Requests/s through one Envoy worker (higher is better)",
@@ -160,36 +184,42 @@ pub fn chart(file: &Path, setups: &[SetupFigures]) -> anyhow::Result<()> {
         )
         .margin(12)
         .x_label_area_size(30)
-        .y_label_area_size(240)
-        .build_cartesian_2d(0.0..max, (0..n).into_segmented())?;
+        .y_label_area_size(280)
+        .build_cartesian_2d(0.0..max, 0.0..n)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
-        .y_labels(setups.len())
-        .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => setups
-                .get(*i as usize)
-                .map_or(String::new(), |f| f.setup.label().to_string()),
-            _ => String::new(),
+        .y_labels(setups.len() * 2 + 1)
+        .y_label_formatter(&|v| {
+            // Labels sit at the middle of each bar (i + 0.5).
+            let i = (v - 0.5).round();
+            if (v - 0.5 - i).abs() < 0.01 && i >= 0.0 {
+                setups
+                    .get(i as usize)
+                    .map_or(String::new(), |f| f.setup.label().to_string())
+            } else {
+                String::new()
+            }
         })
         .x_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
         .label_style(("sans-serif", 15))
         .draw()?;
     for (i, f) in setups.iter().enumerate() {
         let value = median(&f.rps);
-        let colour = if f.setup == Setup::Gatehouse {
+        let ours = matches!(f.setup, Setup::Gatehouse | Setup::GatehouseNoCache);
+        let colour = if ours {
             RGBColor(46, 125, 50)
         } else {
             RGBColor(120, 144, 156)
         };
-        let i = i as i32;
+        let y = i as f64;
         chart.draw_series(std::iter::once(Rectangle::new(
-            [(0.0, SegmentValue::Exact(i)), (value, SegmentValue::Exact(i + 1))],
+            [(0.0, y + 0.15), (value, y + 0.85)],
             colour.filled(),
         )))?;
         chart.draw_series(std::iter::once(Text::new(
             format!("{value:.0}"),
-            (value + max * 0.01, SegmentValue::CenterOf(i)),
+            (value + max * 0.01, y + 0.62),
             ("sans-serif", 15),
         )))?;
     }

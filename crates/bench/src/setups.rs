@@ -21,16 +21,20 @@ pub enum Setup {
     Native,
     /// The same with jwt_authn's cache of verified tokens.
     NativeCache,
-    /// Gatehouse, HS256, the same checks and the same forwarded header.
+    /// Gatehouse, HS256, the same checks and the same forwarded header, as configured
+    /// by default (its token cache on).
     Gatehouse,
+    /// The same with the token cache off: every request verified from scratch.
+    GatehouseNoCache,
 }
 
 impl Setup {
-    pub const ALL: [Setup; 5] = [
+    pub const ALL: [Setup; 6] = [
         Setup::NoFilter,
         Setup::WasmFloor,
         Setup::Native,
         Setup::NativeCache,
+        Setup::GatehouseNoCache,
         Setup::Gatehouse,
     ];
 
@@ -40,7 +44,8 @@ impl Setup {
             Setup::WasmFloor => "empty proxy-wasm filter",
             Setup::Native => "native jwt_authn + rbac",
             Setup::NativeCache => "native jwt_authn (cache) + rbac",
-            Setup::Gatehouse => "Gatehouse HS256",
+            Setup::Gatehouse => "Gatehouse HS256 (cache, default)",
+            Setup::GatehouseNoCache => "Gatehouse HS256, cache off",
         }
     }
 
@@ -73,12 +78,14 @@ impl Setup {
         match self {
             Setup::NoFilter => String::new(),
             Setup::WasmFloor => wasm("floor", floor_wasm, "'{}'"),
-            Setup::Gatehouse => {
+            Setup::Gatehouse | Setup::GatehouseNoCache => {
+                let entries = if self == Setup::Gatehouse { 4096 } else { 0 };
                 let config = json!({
                     "issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
                     "hmac_secret": {"env": "SECRET_KEY"},
                     "rules": [{"prefix": "/api", "require": {"any_of": ["user"]}}],
-                    "forward": {"claims": {"sub": "sub"}}
+                    "forward": {"claims": {"sub": "sub"}},
+                    "token_cache": {"max_entries": entries}
                 });
                 wasm(
                     "gatehouse",
