@@ -80,6 +80,10 @@ impl TokenCache {
         }
     }
 
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     pub fn insert(&mut self, token: &str, verified: Rc<VerifiedToken>, now: i64, skew: i64) {
         if !self.enabled() {
             return;

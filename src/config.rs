@@ -10,12 +10,13 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::hs256::Hs256Key;
+use crate::keys::{parse_jwks, AsymAlg, KeySet};
 use crate::path::{canonical_method, canonical_path};
 use crate::policy::{PathPattern, Requirement, Routes, Rule, Segment};
 
 /// The signature algorithms Gatehouse can verify. The configuration must name the
 /// ones it accepts; the token's `alg` is only ever compared with that list.
-pub const SUPPORTED_ALGORITHMS: [&str; 1] = ["HS256"];
+pub const SUPPORTED_ALGORITHMS: [&str; 4] = ["HS256", "EdDSA", "ES256", "RS256"];
 
 /// Shortest HMAC secret accepted, in bytes of entropy (RFC 7518 §3.2: at least the
 /// hash output size).
@@ -29,6 +30,7 @@ struct RawConfig {
     audiences: Vec<String>,
     algorithms: Vec<String>,
     hmac_secret: Option<RawSecret>,
+    jwks: Option<RawJwks>,
     #[serde(default = "defaults::clock_skew")]
     clock_skew_seconds: u32,
     #[serde(default = "defaults::max_lifetime")]
@@ -70,6 +72,14 @@ struct RawSecret {
     env: String,
     #[serde(default)]
     hex_decode: bool,
+}
+
+/// Where the public keys come from.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum RawJwks {
+    /// A JWKS document written into the configuration.
+    Inline(serde_json::Value),
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +159,8 @@ pub struct Policy {
     pub challenge: String,
     /// Verified tokens kept per worker; 0 switches the cache off.
     pub token_cache_entries: usize,
+    /// The public keys of an inline JWKS (empty without asymmetric algorithms).
+    pub inline_keys: std::rc::Rc<KeySet>,
 }
 
 /// How tokens are verified.
@@ -156,7 +168,10 @@ pub struct TokenPolicy {
     pub issuer: String,
     /// Empty: `aud` is not checked. Otherwise the token must name one of these.
     pub audiences: Vec<String>,
-    pub hs256_key: Hs256Key,
+    /// The HS256 key, when `HS256` is accepted.
+    pub hs256_key: Option<Hs256Key>,
+    /// Accepted asymmetric algorithms; their keys come from [`Policy::inline_keys`].
+    pub asymmetric: Vec<AsymAlg>,
     pub clock_skew_seconds: i64,
     pub max_lifetime_seconds: i64,
     pub max_token_bytes: usize,
@@ -217,7 +232,8 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
             return Err(err(format!("audiences[{i}]"), "must not be empty"));
         }
     }
-    let hs256_key = compile_algorithms(&raw.algorithms, raw.hmac_secret.as_ref(), &env)?;
+    let (hs256_key, asymmetric) = compile_algorithms(&raw.algorithms, raw.hmac_secret.as_ref(), &env)?;
+    let inline_keys = compile_jwks(raw.jwks.as_ref(), &asymmetric)?;
     if raw.max_token_lifetime_seconds == 0 {
         return Err(err("max_token_lifetime_seconds", "must be at least 1"));
     }
@@ -253,6 +269,7 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
             issuer: raw.issuer,
             audiences: raw.audiences,
             hs256_key,
+            asymmetric,
             clock_skew_seconds: i64::from(raw.clock_skew_seconds),
             max_lifetime_seconds: i64::from(raw.max_token_lifetime_seconds),
             max_token_bytes: usize::try_from(raw.max_token_bytes).unwrap_or(usize::MAX),
@@ -262,6 +279,7 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
         forward,
         challenge: format!("Bearer realm=\"{}\"", raw.realm),
         token_cache_entries: usize::try_from(raw.token_cache.max_entries).unwrap_or(usize::MAX),
+        inline_keys: std::rc::Rc::new(inline_keys),
     })
 }
 
@@ -269,10 +287,11 @@ fn compile_algorithms(
     algorithms: &[String],
     secret: Option<&RawSecret>,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<Hs256Key, ConfigError> {
+) -> Result<(Option<Hs256Key>, Vec<AsymAlg>), ConfigError> {
     if algorithms.is_empty() {
         return Err(err("algorithms", "must name at least one algorithm"));
     }
+    let mut asymmetric = Vec::new();
     for (i, alg) in algorithms.iter().enumerate() {
         if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
             return Err(err(
@@ -283,7 +302,49 @@ fn compile_algorithms(
                 ),
             ));
         }
+        if let Some(a) = AsymAlg::from_name(alg) {
+            asymmetric.push(a);
+        }
     }
+    if !algorithms.iter().any(|a| a == "HS256") {
+        if secret.is_some() {
+            return Err(err(
+                "hmac_secret",
+                "is given but algorithms does not include HS256",
+            ));
+        }
+        return Ok((None, asymmetric));
+    }
+    Ok((Some(compile_secret(secret, env)?), asymmetric))
+}
+
+fn compile_jwks(jwks: Option<&RawJwks>, accepted: &[AsymAlg]) -> Result<KeySet, ConfigError> {
+    match (jwks, accepted.is_empty()) {
+        (None, true) => Ok(KeySet::default()),
+        (None, false) => Err(err(
+            "jwks",
+            "is required when algorithms include EdDSA, ES256 or RS256",
+        )),
+        (Some(_), true) => Err(err("jwks", "is given but algorithms has no asymmetric algorithm")),
+        (Some(RawJwks::Inline(doc)), false) => {
+            let text = doc.to_string();
+            let parsed = parse_jwks(text.as_bytes(), accepted).map_err(|e| err("jwks.inline", e))?;
+            if let Some(why) = parsed.invalid.first() {
+                return Err(err("jwks.inline", why.clone()));
+            }
+            if parsed.keys.is_empty() {
+                return Err(err("jwks.inline", "has no key for the accepted algorithms"));
+            }
+            Ok(parsed.keys)
+        }
+    }
+}
+
+/// The HMAC key from the VM environment.
+fn compile_secret(
+    secret: Option<&RawSecret>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Hs256Key, ConfigError> {
     let secret = secret.ok_or_else(|| err("hmac_secret", "is required when algorithms include HS256"))?;
     if secret.env.is_empty() {
         return Err(err("hmac_secret.env", "must name an environment variable"));
@@ -588,7 +649,7 @@ mod tests {
         let check = |p: &Policy, token: &str| {
             let t = jwt_compact::UntrustedToken::new(token).unwrap();
             Hs256
-                .validator::<jwt_compact::Empty>(&p.token.hs256_key)
+                .validator::<jwt_compact::Empty>(p.token.hs256_key.as_ref().unwrap())
                 .validate(&t)
                 .is_ok()
         };
@@ -596,6 +657,11 @@ mod tests {
         let by_bytes = sign(&hex::decode(SECRET).unwrap());
         assert!(check(&text, &by_text) && !check(&text, &by_bytes));
         assert!(check(&decoded, &by_bytes) && !check(&decoded, &by_text));
+    }
+
+    /// An EdDSA-only configuration with `jwks` as its inline JWKS.
+    fn asym(jwks: &str) -> String {
+        format!(r#"{{"issuer":"i","algorithms":["EdDSA"],"jwks":{{"inline":{jwks}}}}}"#)
     }
 
     #[test]
@@ -610,7 +676,19 @@ mod tests {
             (&MINIMAL.replace("}}", "},\"audiences\":[\"\"]}"), "audiences[0]"),
             (&MINIMAL.replace("[\"HS256\"]", "[]"), "algorithms"),
             (&MINIMAL.replace("[\"HS256\"]", "[\"HS256\",\"none\"]"), "algorithms[1]"),
-            (&MINIMAL.replace("[\"HS256\"]", "[\"RS256\"]"), "algorithms[0]"),
+            (&MINIMAL.replace("[\"HS256\"]", "[\"PS256\"]"), "algorithms[0]"),
+            (&MINIMAL.replace("[\"HS256\"]", "[\"EdDSA\"]"), "hmac_secret"),
+            (&MINIMAL.replace("[\"HS256\"]", "[\"HS256\",\"EdDSA\"]"), "jwks"),
+            (&MINIMAL.replace("}}", "},\"jwks\":{\"inline\":{\"keys\":[]}}}"), "jwks"),
+            (&asym(r#"{"keys":[]}"#), "jwks.inline"),
+            (&asym(r#"{"kees":[]}"#), "jwks.inline"),
+            (&asym(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#), "jwks.inline"),
+            (&asym(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}]}"#), "jwks.inline"),
+            (&asym(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","alg":"ES256"}]}"#), "jwks.inline"),
+            (&asym(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qY"}]}"#), "jwks.inline"),
+            (&asym(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","use":"enc"}]}"#), "jwks.inline"),
+            (&asym(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"},{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}"#), "jwks.inline"),
+            (&MINIMAL.replace("}}", "},\"jwks\":{\"remote\":{}}}"), "jwks"),
             (&MINIMAL.replace("[\"HS256\"]", "[\"hs256\"]"), "algorithms[0]"),
             (&MINIMAL.replace(",\"hmac_secret\":{\"env\":\"SECRET_KEY\"}", ""), "hmac_secret"),
             (&MINIMAL.replace("SECRET_KEY", "NOPE"), "hmac_secret.env"),

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use crate::cache::TokenCache;
 use crate::config::Policy;
+use crate::keys::KeySet;
 use crate::path::canonical_path;
 use crate::policy::{request_methods, Requirement, METHOD_OVERRIDE_HEADERS};
 use crate::token::{verify, VerifiedToken};
@@ -22,6 +23,10 @@ pub enum Reason {
     AmbiguousPath,
     TokenTooLarge,
     Malformed,
+    /// No JWKS key has the token's `kid`.
+    UnknownKey,
+    /// No JWKS was loaded yet: the answer is 503, not 401.
+    NoKeys,
     HeaderRefused,
     Algorithm,
     Signature,
@@ -46,7 +51,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 22] = [
+    pub const ALL: [Outcome; 24] = [
         Outcome::AllowedPublic,
         Outcome::Allowed,
         Outcome::Denied(Reason::MissingToken),
@@ -56,6 +61,8 @@ impl Outcome {
         Outcome::Denied(Reason::AmbiguousPath),
         Outcome::Denied(Reason::TokenTooLarge),
         Outcome::Denied(Reason::Malformed),
+        Outcome::Denied(Reason::UnknownKey),
+        Outcome::Denied(Reason::NoKeys),
         Outcome::Denied(Reason::HeaderRefused),
         Outcome::Denied(Reason::Algorithm),
         Outcome::Denied(Reason::Signature),
@@ -92,6 +99,8 @@ pub struct Denial {
     pub reason: Reason,
     pub status: u32,
     pub www_authenticate: Option<String>,
+    /// Seconds for `Retry-After` (503 before any key was loaded).
+    pub retry_after: Option<u32>,
     /// `{"error": ..., "error_description": ...}`
     pub body: String,
 }
@@ -105,8 +114,9 @@ impl Reason {
             AuthorizationRepeated | AuthorizationMalformed | BadMethod | AmbiguousPath => {
                 (400, "invalid_request")
             }
-            TokenTooLarge | Malformed | HeaderRefused | Algorithm | Signature | Expired | NotYetValid
-            | IssuedInFuture | Lifetime | Issuer | Audience | Claims | Unforwardable => {
+            NoKeys => (503, "temporarily_unavailable"),
+            TokenTooLarge | Malformed | UnknownKey | HeaderRefused | Algorithm | Signature | Expired
+            | NotYetValid | IssuedInFuture | Lifetime | Issuer | Audience | Claims | Unforwardable => {
                 (401, "invalid_token")
             }
             Forbidden => (403, "insufficient_scope"),
@@ -125,6 +135,8 @@ impl Reason {
             AmbiguousPath => "the request path is ambiguous",
             TokenTooLarge => "the token is too large",
             Malformed => "the token is malformed",
+            UnknownKey => "the token's signing key is unknown",
+            NoKeys => "the signing keys are not loaded yet",
             HeaderRefused => "the token header has a parameter that is not accepted",
             Algorithm => "the token algorithm is not accepted",
             Signature => "the token signature is invalid",
@@ -151,6 +163,8 @@ impl Reason {
             AmbiguousPath => "gatehouse.denied.ambiguous_path",
             TokenTooLarge => "gatehouse.denied.token_too_large",
             Malformed => "gatehouse.denied.malformed",
+            UnknownKey => "gatehouse.denied.unknown_key",
+            NoKeys => "gatehouse.denied.no_keys",
             HeaderRefused => "gatehouse.denied.header_refused",
             Algorithm => "gatehouse.denied.algorithm",
             Signature => "gatehouse.denied.signature",
@@ -173,7 +187,7 @@ impl Reason {
         let (status, error) = self.status_and_error();
         let description = self.description();
         let www_authenticate = match self {
-            Reason::Closed => None,
+            Reason::Closed | Reason::NoKeys => None,
             // RFC 6750 §3.1: no error code when no credentials were presented.
             Reason::MissingToken => Some(challenge.to_string()),
             Reason::Forbidden if !scope.is_empty() => Some(format!(
@@ -189,8 +203,31 @@ impl Reason {
             reason: self,
             status,
             www_authenticate,
+            retry_after: (self == Reason::NoKeys).then_some(5),
             body,
         }
+    }
+}
+
+/// What a worker keeps between requests: the keys in use (from the configuration or
+/// a JWKS fetch) and its cache of verified tokens.
+pub struct Runtime {
+    pub keys: Rc<KeySet>,
+    pub cache: TokenCache,
+}
+
+impl Runtime {
+    pub fn new(keys: Rc<KeySet>, cache_entries: usize) -> Self {
+        Runtime {
+            keys,
+            cache: TokenCache::new(cache_entries),
+        }
+    }
+
+    /// New keys: verified tokens may have been signed by a key that is now gone.
+    pub fn set_keys(&mut self, keys: Rc<KeySet>) {
+        self.keys = keys;
+        self.cache.clear();
     }
 }
 
@@ -221,7 +258,7 @@ impl Decision<'_> {
 /// `now` is unix time in seconds.
 pub fn decide<'a>(
     policy: &'a Policy,
-    cache: &mut TokenCache,
+    runtime: &mut Runtime,
     method: &[u8],
     path: &[u8],
     headers: &'a [(String, Vec<u8>)],
@@ -260,12 +297,12 @@ pub fn decide<'a>(
         Err(reason) => return deny(reason),
     };
     let skew = policy.token.clock_skew_seconds;
-    let verified = match cache.get(token, now, skew) {
+    let verified = match runtime.cache.get(token, now, skew) {
         Some(hit) => hit,
-        None => match verify(&policy.token, token, now) {
+        None => match verify(&policy.token, &runtime.keys, token, now) {
             Ok(v) => {
                 let v = Rc::new(v);
-                cache.insert(token, v.clone(), now, skew);
+                runtime.cache.insert(token, v.clone(), now, skew);
                 v
             }
             Err(reason) => return deny(reason),
@@ -427,7 +464,7 @@ mod tests {
         let headers = h(headers);
         let d = decide(
             &policy,
-            &mut TokenCache::new(0),
+            &mut Runtime::new(Rc::default(), 0),
             method.as_bytes(),
             path.as_bytes(),
             &headers,
@@ -744,7 +781,7 @@ mod tests {
         ]);
         let Decision::Allow { outcome, remove, set } = decide(
             &policy,
-            &mut TokenCache::new(0),
+            &mut Runtime::new(Rc::default(), 0),
             b"GET",
             b"/users/me",
             &headers,
@@ -771,7 +808,7 @@ mod tests {
         // On a public route too, and without touching Authorization there.
         let Decision::Allow { remove, set, .. } = decide(
             &policy,
-            &mut TokenCache::new(0),
+            &mut Runtime::new(Rc::default(), 0),
             b"GET",
             b"/healthz",
             &headers,
@@ -822,9 +859,14 @@ mod tests {
             SECRET.as_bytes(),
         );
         let headers = h(&[bearer_pair(&token)]);
-        let Decision::Allow { remove, set, .. } =
-            decide(&policy, &mut TokenCache::new(0), b"GET", b"/", &headers, NOW)
-        else {
+        let Decision::Allow { remove, set, .. } = decide(
+            &policy,
+            &mut Runtime::new(Rc::default(), 0),
+            b"GET",
+            b"/",
+            &headers,
+            NOW,
+        ) else {
             panic!("denied")
         };
         assert!(remove.is_empty() && set.is_empty());
@@ -838,11 +880,11 @@ mod tests {
     #[test]
     fn a_cached_token_still_meets_every_rule_and_its_own_exp() {
         let policy = demo_policy();
-        let mut cache = TokenCache::new(16);
+        let mut runtime = Runtime::new(Rc::default(), 16);
         let bob = token_with(json!({"sub": "bob", "roles": ["user"], "exp": NOW + 300}));
         let headers = h(&[("authorization", &format!("Bearer {bob}"))]);
         let mut run = |method: &[u8], path: &[u8], now: i64| {
-            decide(&policy, &mut cache, method, path, &headers, now).outcome()
+            decide(&policy, &mut runtime, method, path, &headers, now).outcome()
         };
         assert_eq!(run(b"GET", b"/users/me", NOW), Outcome::Allowed);
         assert_eq!(run(b"GET", b"/users/me", NOW), Outcome::Allowed);
@@ -856,14 +898,14 @@ mod tests {
             Outcome::Denied(Reason::Expired)
         );
         assert_eq!(
-            (cache.hits, cache.misses),
+            (runtime.cache.hits, runtime.cache.misses),
             (3, 2),
             "the expired entry is a miss, then refused"
         );
         // A tampered token is its own key: verified, and refused.
         let tampered = format!("{}A", &bob[..bob.len() - 1]);
         let headers = h(&[("authorization", &format!("Bearer {tampered}"))]);
-        let outcome = decide(&policy, &mut cache, b"GET", b"/users/me", &headers, NOW).outcome();
+        let outcome = decide(&policy, &mut runtime, b"GET", b"/users/me", &headers, NOW).outcome();
         assert!(
             matches!(outcome, Outcome::Denied(Reason::Signature | Reason::Malformed)),
             "{outcome:?}"

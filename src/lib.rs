@@ -11,6 +11,7 @@ pub mod claims;
 pub mod config;
 pub mod decision;
 pub mod hs256;
+pub mod keys;
 pub mod path;
 pub mod policy;
 pub mod token;

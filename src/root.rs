@@ -8,8 +8,8 @@ use log::{error, info};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use crate::cache::TokenCache;
 use crate::config::{compile, Policy};
+use crate::decision::Runtime;
 use crate::http::GatehouseHttp;
 use crate::metrics::Metrics;
 
@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 pub struct Shared {
     pub policy: Policy,
     pub metrics: Metrics,
-    pub cache: RefCell<TokenCache>,
+    pub runtime: RefCell<Runtime>,
 }
 
 #[derive(Default)]
@@ -28,8 +28,8 @@ pub struct GatehouseRoot {
 impl GatehouseRoot {
     fn flush(&self) {
         if let Some(shared) = &self.shared {
-            if let Ok(cache) = shared.cache.try_borrow() {
-                shared.metrics.flush(&cache);
+            if let Ok(runtime) = shared.runtime.try_borrow() {
+                shared.metrics.flush(&runtime.cache);
             }
         }
     }
@@ -63,14 +63,17 @@ impl RootContext for GatehouseRoot {
             policy.routes.rules.len(),
             policy.token_cache_entries
         );
-        let cache = RefCell::new(TokenCache::new(policy.token_cache_entries));
+        let runtime = RefCell::new(Runtime::new(
+            policy.inline_keys.clone(),
+            policy.token_cache_entries,
+        ));
         // Counters reach Envoy's stats once a second (see metrics.rs).
         self.set_tick_period(Duration::from_secs(1));
         self.flush();
         self.shared = Some(Rc::new(Shared {
             policy,
             metrics,
-            cache,
+            runtime,
         }));
         true
     }

@@ -10,12 +10,14 @@
 //! 4. issuer, audience, subject and roles, each with its type checked.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use jwt_compact::{AlgorithmExt, Claims, ParseError, TimeOptions, UntrustedToken, ValidationError};
+use jwt_compact::alg::{Ed25519, Es256, Rsa};
+use jwt_compact::{AlgorithmExt, Claims, ParseError, TimeOptions, Token, UntrustedToken, ValidationError};
 
 use crate::claims::{self, ClaimError, StrictObject};
 use crate::config::TokenPolicy;
 use crate::decision::Reason;
 use crate::hs256::Hs256;
+use crate::keys::{AsymAlg, KeyLookup, KeyMaterial, KeySet};
 
 /// Header parameters that would change how the token must be verified (RFC 7515
 /// §4.1.11 `crit`, RFC 7797 `b64`) or that carry keys or key locations chosen by the
@@ -48,7 +50,7 @@ impl VerifiedToken {
 }
 
 /// Verifies `token` (the part after `Bearer `) at unix time `now`.
-pub fn verify(policy: &TokenPolicy, token: &str, now: i64) -> Result<VerifiedToken, Reason> {
+pub fn verify(policy: &TokenPolicy, keys: &KeySet, token: &str, now: i64) -> Result<VerifiedToken, Reason> {
     if token.len() > policy.max_token_bytes {
         return Err(Reason::TokenTooLarge);
     }
@@ -75,20 +77,7 @@ pub fn verify(policy: &TokenPolicy, token: &str, now: i64) -> Result<VerifiedTok
         }
     }
 
-    // Only HS256 exists today; the list in the configuration is still what decides.
-    if untrusted.algorithm() != "HS256" {
-        return Err(Reason::Algorithm);
-    }
-    let verified = Hs256
-        .validator::<StrictObject>(&policy.hs256_key)
-        .validate(&untrusted)
-        .map_err(|e| match e {
-            ValidationError::AlgorithmMismatch { .. } => Reason::Algorithm,
-            ValidationError::InvalidSignatureLen { .. }
-            | ValidationError::MalformedSignature(_)
-            | ValidationError::InvalidSignature => Reason::Signature,
-            _ => Reason::Malformed,
-        })?;
+    let verified = check_signature(policy, keys, &untrusted)?;
     let claims = verified.claims();
 
     check_time(claims, policy, now)?;
@@ -122,6 +111,46 @@ pub fn verify(policy: &TokenPolicy, token: &str, now: i64) -> Result<VerifiedTok
         claims: verified.into_parts().1.custom,
         expires_at,
         not_before,
+    })
+}
+
+/// The algorithm named by the token must be one the configuration accepts, and the
+/// signature must verify under that algorithm's key: the configured HMAC secret for
+/// HS256, else the JWKS key of the token's `kid`, pinned to its own algorithm.
+fn check_signature(
+    policy: &TokenPolicy,
+    keys: &KeySet,
+    untrusted: &UntrustedToken<'_, StrictObject>,
+) -> Result<Token<StrictObject, StrictObject>, Reason> {
+    let alg = untrusted.algorithm();
+    let validated = if alg == "HS256" {
+        let key = policy.hs256_key.as_ref().ok_or(Reason::Algorithm)?;
+        Hs256.validator::<StrictObject>(key).validate(untrusted)
+    } else {
+        let asym = AsymAlg::from_name(alg)
+            .filter(|a| policy.asymmetric.contains(a))
+            .ok_or(Reason::Algorithm)?;
+        if keys.is_empty() {
+            return Err(Reason::NoKeys);
+        }
+        let key = keys
+            .find(asym, untrusted.header().key_id.as_deref())
+            .map_err(|e| match e {
+                KeyLookup::Unknown => Reason::UnknownKey,
+                KeyLookup::AlgorithmMismatch => Reason::Algorithm,
+            })?;
+        match &key.material {
+            KeyMaterial::Ed25519(k) => Ed25519.validator::<StrictObject>(k).validate(untrusted),
+            KeyMaterial::P256(k) => Es256.validator::<StrictObject>(k).validate(untrusted),
+            KeyMaterial::Rsa(k) => Rsa::rs256().validator::<StrictObject>(k).validate(untrusted),
+        }
+    };
+    validated.map_err(|e| match e {
+        ValidationError::AlgorithmMismatch { .. } => Reason::Algorithm,
+        ValidationError::InvalidSignatureLen { .. }
+        | ValidationError::MalformedSignature(_)
+        | ValidationError::InvalidSignature => Reason::Signature,
+        _ => Reason::Malformed,
     })
 }
 
@@ -236,7 +265,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_good_token_verifies() {
-        let v = verify(&token_policy(), &sign(&good_claims()), NOW).unwrap();
+        let v = verify(&token_policy(), &KeySet::default(), &sign(&good_claims()), NOW).unwrap();
         assert_eq!(v.subject, "alice");
         assert_eq!(v.roles, ["admin", "user"]);
         assert_eq!(v.claims.get("jti"), Some(&json!("j1")));
@@ -248,7 +277,7 @@ pub(crate) mod tests {
     #[test]
     fn a_pyjwt_token_from_the_fastapi_guide_verifies() {
         let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGVzIjpbImFkbWluIl0sImlzcyI6Imh0dHBzOi8vZ2F0ZWhvdXNlLnRlc3QiLCJhdWQiOiJhcGkiLCJleHAiOjE4MDAwMDE4MDB9.UQn-hTQ9ayKi8mAlhQYIECgaxiR8nPTVFXf_PeOfjc4";
-        let v = verify(&token_policy(), token, NOW).unwrap();
+        let v = verify(&token_policy(), &KeySet::default(), token, NOW).unwrap();
         assert_eq!(v.subject, "alice");
     }
 
@@ -616,14 +645,14 @@ pub(crate) mod tests {
             ),
         ];
         for (name, token, want) in cases {
-            assert_eq!(verify(&p, &token, NOW), Err(want), "{name}");
+            assert_eq!(verify(&p, &KeySet::default(), &token, NOW), Err(want), "{name}");
         }
     }
 
     #[test]
     fn boundaries_and_accepted_variants() {
         let p = token_policy();
-        let ok = |c: serde_json::Value| verify(&p, &sign(&c), NOW);
+        let ok = |c: serde_json::Value| verify(&p, &KeySet::default(), &sign(&c), NOW);
         assert!(ok(with(json!({"exp": NOW - 60}))).is_ok(), "exp within skew");
         assert!(ok(with(json!({"nbf": NOW + 60}))).is_ok(), "nbf within skew");
         assert!(ok(with(json!({"iat": NOW + 60}))).is_ok(), "iat within skew");
@@ -644,7 +673,7 @@ pub(crate) mod tests {
                 &good_claims().to_string(),
                 SECRET.as_bytes(),
             );
-            assert!(verify(&p, &t, NOW).is_ok(), "{typ}");
+            assert!(verify(&p, &KeySet::default(), &t, NOW).is_ok(), "{typ}");
         }
         let with_kid = sign_raw(
             r#"{"alg":"HS256","kid":"../../etc/passwd"}"#,
@@ -652,8 +681,168 @@ pub(crate) mod tests {
             SECRET.as_bytes(),
         );
         assert!(
-            verify(&p, &with_kid, NOW).is_ok(),
+            verify(&p, &KeySet::default(), &with_kid, NOW).is_ok(),
             "kid is ignored with one HMAC key"
+        );
+    }
+
+    /// Keys and tokens made by Python's `cryptography` (an independent implementation),
+    /// with the same claims as `good_claims`.
+    fn python_fixture() -> serde_json::Value {
+        serde_json::from_str(include_str!("../tests/fixtures/python-signed-tokens.json")).unwrap()
+    }
+
+    fn asym_policy(algorithms: &str, with_hmac: bool) -> crate::config::Policy {
+        let hmac = if with_hmac {
+            r#","hmac_secret":{"env":"SECRET_KEY"}"#
+        } else {
+            ""
+        };
+        let json = format!(
+            r#"{{"issuer":"{ISSUER}","audiences":["api"],"algorithms":{algorithms}{hmac},"max_token_lifetime_seconds":3600,
+                "jwks":{{"inline":{}}}}}"#,
+            python_fixture()["jwks"]
+        );
+        compile(json.as_bytes(), |_| Some(SECRET.to_string())).unwrap()
+    }
+
+    #[test]
+    fn asymmetric_tokens_from_another_implementation_verify() {
+        let p = asym_policy(r#"["EdDSA","ES256","RS256"]"#, false);
+        for alg in ["EdDSA", "ES256", "RS256"] {
+            let token = python_fixture()["tokens"][alg].as_str().unwrap().to_string();
+            let v = verify(&p.token, &p.inline_keys, &token, NOW).unwrap_or_else(|e| panic!("{alg}: {e:?}"));
+            assert_eq!((v.subject.as_str(), v.roles.len()), ("alice", 2), "{alg}");
+        }
+        // Only what the configuration accepts.
+        let only_ed = asym_policy(r#"["EdDSA"]"#, false);
+        let es = python_fixture()["tokens"]["ES256"].as_str().unwrap().to_string();
+        assert_eq!(
+            verify(&only_ed.token, &only_ed.inline_keys, &es, NOW).err(),
+            Some(Reason::Algorithm)
+        );
+    }
+
+    #[test]
+    fn asymmetric_attacks_are_refused() {
+        let p = asym_policy(r#"["EdDSA","ES256","RS256"]"#, false);
+        let fixture = python_fixture();
+        let ed = fixture["tokens"]["EdDSA"].as_str().unwrap();
+        let es = fixture["tokens"]["ES256"].as_str().unwrap();
+        let (_, ed_rest) = ed.split_once('.').unwrap();
+        let (ed_body, ed_sig) = ed_rest.split_once('.').unwrap();
+        let payload = String::from_utf8(Base64UrlUnpadded::decode_vec(ed_body).unwrap()).unwrap();
+        let public_x = fixture["jwks"]["keys"][0]["x"].as_str().unwrap();
+        let header = |h: &str| b64(h.as_bytes());
+        let cases: Vec<(&str, String, Reason)> = vec![
+            // The classic confusion: HS256 "signed" with the published public key.
+            (
+                "HS256 with the public key as secret",
+                sign_raw(r#"{"alg":"HS256","kid":"k-ed"}"#, &payload, public_x.as_bytes()),
+                Reason::Algorithm,
+            ),
+            (
+                "HS256 with the raw public key",
+                sign_raw(
+                    r#"{"alg":"HS256"}"#,
+                    &payload,
+                    &Base64UrlUnpadded::decode_vec(public_x).unwrap(),
+                ),
+                Reason::Algorithm,
+            ),
+            (
+                "EdDSA signature under an ES256 header",
+                format!("{}.{ed_body}.{ed_sig}", header(r#"{"alg":"ES256","kid":"k-ed"}"#)),
+                Reason::Algorithm,
+            ),
+            (
+                "kid of another algorithm",
+                format!("{}.{ed_body}.{ed_sig}", header(r#"{"alg":"EdDSA","kid":"k-es"}"#)),
+                Reason::Algorithm,
+            ),
+            (
+                "unknown kid",
+                format!(
+                    "{}.{ed_body}.{ed_sig}",
+                    header(r#"{"alg":"EdDSA","kid":"k-new"}"#)
+                ),
+                Reason::UnknownKey,
+            ),
+            (
+                "path kid",
+                format!(
+                    "{}.{ed_body}.{ed_sig}",
+                    header(r#"{"alg":"EdDSA","kid":"../../../dev/null"}"#)
+                ),
+                Reason::UnknownKey,
+            ),
+            (
+                "SQL kid",
+                format!(
+                    "{}.{ed_body}.{ed_sig}",
+                    header(r#"{"alg":"EdDSA","kid":"x' UNION SELECT 'k-ed"}"#)
+                ),
+                Reason::UnknownKey,
+            ),
+            (
+                "alg none with a kid",
+                format!("{}.{ed_body}.", header(r#"{"alg":"none","kid":"k-ed"}"#)),
+                Reason::Algorithm,
+            ),
+            (
+                "EdDSA, other payload",
+                format!(
+                    "{}.{}.{ed_sig}",
+                    ed.split('.').next().unwrap(),
+                    b64(payload.replace("alice", "admin").as_bytes())
+                ),
+                Reason::Signature,
+            ),
+            (
+                "ES256 psychic signature",
+                format!("{}.{}", es.rsplit_once('.').unwrap().0, b64(&[0u8; 64])),
+                Reason::Signature,
+            ),
+            (
+                "ES256 s = 0",
+                {
+                    let sig = Base64UrlUnpadded::decode_vec(es.rsplit_once('.').unwrap().1).unwrap();
+                    let mut bad = sig.clone();
+                    bad[32..].fill(0);
+                    format!("{}.{}", es.rsplit_once('.').unwrap().0, b64(&bad))
+                },
+                Reason::Signature,
+            ),
+            (
+                "embedded jwk",
+                format!(
+                    "{}.{ed_body}.{ed_sig}",
+                    header(&format!(
+                        r#"{{"alg":"EdDSA","jwk":{{"kty":"OKP","crv":"Ed25519","x":"{public_x}"}}}}"#
+                    ))
+                ),
+                Reason::HeaderRefused,
+            ),
+        ];
+        for (name, token, want) in cases {
+            assert_eq!(
+                verify(&p.token, &p.inline_keys, &token, NOW).err(),
+                Some(want),
+                "{name}"
+            );
+        }
+        // HS256 beside asymmetric keys still only ever uses the configured secret.
+        let mixed = asym_policy(r#"["HS256","EdDSA"]"#, true);
+        let by_public = sign_raw(r#"{"alg":"HS256","kid":"k-ed"}"#, &payload, public_x.as_bytes());
+        assert_eq!(
+            verify(&mixed.token, &mixed.inline_keys, &by_public, NOW).err(),
+            Some(Reason::Signature)
+        );
+        assert!(verify(&mixed.token, &mixed.inline_keys, &sign(&good_claims()), NOW).is_ok());
+        // Before any key is loaded (a remote JWKS not fetched yet): 503, not 401.
+        assert_eq!(
+            verify(&p.token, &KeySet::default(), ed, NOW).err(),
+            Some(Reason::NoKeys)
         );
     }
 }

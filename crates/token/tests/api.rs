@@ -44,7 +44,7 @@ async fn a_login_issues_tokens_the_filter_accepts() {
     let now = gatehouse_token::app::unix_now();
     match decide(
         &policy,
-        &mut gatehouse::cache::TokenCache::new(0),
+        &mut gatehouse::decision::Runtime::new(Default::default(), 0),
         b"GET",
         b"/users/me",
         &headers,
