@@ -45,6 +45,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(discovery))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))) })
         .layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
@@ -82,6 +84,32 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             Json(json!({"status": "database unreachable"})),
         )
     }
+}
+
+/// The public keys: never a symmetric one (HS256 mode publishes an empty set).
+async fn jwks(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(state.issuer.jwks().as_ref().clone()),
+    )
+}
+
+/// OpenID Connect discovery (the parts that apply to a token endpoint).
+async fn discovery(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let base = &state.issuer.public_url;
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(json!({
+            "issuer": state.issuer.issuer,
+            "token_endpoint": format!("{base}/token"),
+            "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "grant_types_supported": ["password", "refresh_token"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "response_types_supported": [],
+            "id_token_signing_alg_values_supported": [state.issuer.alg().name()],
+            "token_endpoint_auth_signing_alg_values_supported": [state.issuer.alg().name()],
+        })),
+    )
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -19,6 +19,7 @@ use crate::issue::Issuer;
 use crate::limiter::FailureLimiter;
 use crate::metrics::Metrics;
 use crate::passwords::{check_new_password, check_phc, Argon2Params, Hasher, OWASP_MIN};
+use crate::signing::{generate, SigningAlg};
 use crate::store::{NewUser, Store};
 use crate::{secret, username};
 
@@ -58,6 +59,24 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage asymmetric signing keys (needs SECRET_KEY, which seals them).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new current key; the previous one stays published until its tokens expired.
+    Rotate {
+        #[arg(long, value_enum, default_value = "EdDSA")]
+        alg: SigningAlg,
+    },
+    /// Show every key: kid, algorithm, state and dates.
+    List {
+        /// The access-token lifetime the service runs with (how long retired keys stay published).
+        #[arg(long, env = "GATEHOUSE_ACCESS_TTL", default_value_t = 30 * 60)]
+        access_ttl_seconds: u32,
+    },
 }
 
 #[derive(Args)]
@@ -96,6 +115,13 @@ struct ServeArgs {
     /// that appends it, such as Envoy).
     #[arg(long, env = "GATEHOUSE_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// Signing algorithm: HS256 (SECRET_KEY, shared with the filter) or EdDSA / ES256
+    /// (a private key that only this service holds, published at /.well-known/jwks.json).
+    #[arg(long, env = "GATEHOUSE_SIGNING_ALG", value_enum, default_value = "HS256")]
+    signing_alg: SigningAlg,
+    /// The URL clients use to reach this service, for the discovery document.
+    #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve_command(&cli.db, params, args).await,
         Command::User(cmd) => user_command(&cli.db, params, cmd).await,
+        Command::Keys(cmd) => keys_command(&cli.db, cmd).await,
     }
 }
 
@@ -158,26 +185,60 @@ async fn serve_command(db: &std::path::Path, params: Argon2Params, args: ServeAr
         .with_context(|| format!("opening {}", db.display()))?;
     let purged = store.purge_expired(unix_now()).await?;
     let window = Duration::from_secs(u64::from(args.failure_window_seconds.max(1)));
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let public_url = args.public_url.unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_or(args.listen.clone(), |a| a.to_string())
+        )
+    });
+    let issuer = Issuer::new(
+        &secret,
+        args.issuer,
+        args.audience,
+        i64::from(args.access_ttl_seconds),
+    )
+    .with_alg(args.signing_alg)
+    .with_public_url(public_url);
+    issuer
+        .load(&store, unix_now())
+        .await
+        .context("loading the signing keys")?;
+    info!(
+        alg = args.signing_alg.name(),
+        kid = issuer.signer().kid(),
+        "signing access tokens"
+    );
     let state = Arc::new(AppState {
         store: store.clone(),
         hasher,
-        issuer: Issuer::new(
-            &secret,
-            args.issuer,
-            args.audience,
-            i64::from(args.access_ttl_seconds),
-        ),
+        issuer,
         refresh_ttl_seconds: i64::from(args.refresh_ttl_seconds),
         failures_per_user: FailureLimiter::new(args.max_failures_per_user, window),
         failures_per_address: FailureLimiter::new(args.max_failures_per_address, window),
         trust_forwarded_for: args.trust_forwarded_for,
         metrics: Metrics::default(),
     });
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // A key rotated from the CLI is picked up within seconds.
+    let reloader = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                if let Err(e) = state.issuer.load(&state.store, unix_now()).await {
+                    tracing::warn!(error = %e, "could not reload the signing keys");
+                }
+            }
+        })
+    };
     info!(address = %listener.local_addr()?, purged_refresh_tokens = purged, "gatehouse-token listening");
     serve(listener, state, shutdown_signal()).await?;
+    reloader.abort();
     store.close().await;
     info!("gatehouse-token stopped");
     Ok(())
@@ -347,6 +408,45 @@ async fn user_command(db: &std::path::Path, params: Argon2Params, cmd: UserComma
                 .collect();
             let n = store.import_users(&users, now).await?;
             println!("imported {n} user(s)");
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn keys_command(db: &std::path::Path, cmd: KeysCommand) -> anyhow::Result<()> {
+    let store = Store::open(db)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let now = unix_now();
+    match cmd {
+        KeysCommand::Rotate { alg } => {
+            if alg == SigningAlg::Hs256 {
+                bail!("HS256 has no key to rotate: its key is SECRET_KEY; choose EdDSA or ES256");
+            }
+            let secret = secret::parse(std::env::var("SECRET_KEY").ok().as_deref())?;
+            let key = generate(alg, &secret)?;
+            store.rotate_signing_key(&key, now).await?;
+            println!(
+                "new current key {} ({}); running services pick it up within 5 s",
+                key.kid,
+                alg.name()
+            );
+        }
+        KeysCommand::List { access_ttl_seconds } => {
+            let window = i64::from(access_ttl_seconds).saturating_add(120);
+            println!("kid\talg\tstate\tcreated\tretired");
+            for k in store.signing_keys().await? {
+                let state = match k.retired_at {
+                    None => "current".to_string(),
+                    Some(r) if r.saturating_add(window) > now => {
+                        format!("retired, published until {}", r + window)
+                    }
+                    Some(_) => "expired".to_string(),
+                };
+                let retired = k.retired_at.map_or("-".to_string(), |r| r.to_string());
+                println!("{}\t{}\t{state}\t{}\t{retired}", k.kid, k.alg, k.created_at);
+            }
         }
     }
     store.close().await;

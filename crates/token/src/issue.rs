@@ -1,40 +1,140 @@
-//! Minting access tokens and refresh tokens.
+//! Minting access tokens and refresh tokens, and the keys that sign them.
+
+use std::sync::{Arc, RwLock};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use chrono::{TimeZone, Utc};
 use gatehouse_claims::AccessClaims;
-use jwt_compact::alg::{Hs256, Hs256Key};
-use jwt_compact::{AlgorithmExt, Claims, Header};
+use jwt_compact::Claims;
 use rand::RngCore;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tracing::info;
 
 use crate::secret::SecretKey;
+use crate::signing::{generate, unseal_signer, Signer, SigningAlg, SigningError};
+use crate::store::Store;
 
-/// What goes into every access token besides the user.
+/// What goes into every access token besides the user, and the key that signs it.
 pub struct Issuer {
-    key: Hs256Key,
+    secret: SecretKey,
+    alg: SigningAlg,
+    signer: RwLock<Arc<Signer>>,
+    jwks: RwLock<Arc<Value>>,
     pub issuer: String,
     pub audience: String,
     pub access_ttl_seconds: i64,
+    /// Where clients reach this service (for the discovery document).
+    pub public_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl Issuer {
+    /// An HS256 issuer; [`Issuer::with_alg`] for asymmetric keys.
     pub fn new(secret: &SecretKey, issuer: String, audience: String, access_ttl_seconds: i64) -> Self {
         Issuer {
-            key: Hs256Key::new(secret.as_bytes()),
+            secret: secret.clone(),
+            alg: SigningAlg::Hs256,
+            signer: RwLock::new(Arc::new(Signer::hs256(secret))),
+            jwks: RwLock::new(Arc::new(json!({"keys": []}))),
             issuer,
             audience,
             access_ttl_seconds,
+            public_url: String::new(),
         }
     }
 
-    /// An HS256 JWT for `sub` with `roles`, issued at `now`.
-    pub fn access_token(
-        &self,
-        sub: &str,
-        roles: &[String],
-        now: i64,
-    ) -> Result<String, jwt_compact::CreationError> {
+    /// Signs with `alg`; for EdDSA and ES256 the keys come from the store
+    /// ([`Issuer::load`]).
+    #[must_use]
+    pub fn with_alg(mut self, alg: SigningAlg) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    #[must_use]
+    pub fn with_public_url(mut self, url: String) -> Self {
+        self.public_url = url.trim_end_matches('/').to_string();
+        self
+    }
+
+    pub fn alg(&self) -> SigningAlg {
+        self.alg
+    }
+
+    /// How long a retired key stays published: until every token it signed expired,
+    /// plus room for clock skew at the edge.
+    pub fn publish_window(&self) -> i64 {
+        self.access_ttl_seconds.saturating_add(120)
+    }
+
+    /// (Re)loads the current signing key and the published ones from the store,
+    /// creating a first key if there is none for the algorithm. Called at start and
+    /// then periodically, so a `keys rotate` from the CLI is picked up.
+    pub async fn load(&self, store: &Store, now: i64) -> Result<(), KeyError> {
+        if self.alg == SigningAlg::Hs256 {
+            return Ok(());
+        }
+        let mut keys = store.signing_keys().await?;
+        let has_current = keys
+            .iter()
+            .any(|k| k.retired_at.is_none() && k.alg == self.alg.name());
+        if !has_current {
+            let key = generate(self.alg, &self.secret)?;
+            info!(kid = %key.kid, alg = self.alg.name(), "generated a signing key");
+            store.rotate_signing_key(&key, now).await?;
+            keys = store.signing_keys().await?;
+        }
+        let Some(current) = keys
+            .iter()
+            .find(|k| k.retired_at.is_none() && k.alg == self.alg.name())
+        else {
+            return Ok(());
+        };
+        let current_kid = current.kid.clone();
+        if self.signer().kid() != current_kid {
+            let signer = unseal_signer(&self.secret, &current.kid, self.alg, &current.sealed)?;
+            if let Ok(mut slot) = self.signer.write() {
+                *slot = Arc::new(signer);
+            }
+            info!(kid = %current_kid, "signing with key");
+        }
+        let window = self.publish_window();
+        let published: Vec<Value> = keys
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|r| r.saturating_add(window) > now))
+            .filter_map(|k| serde_json::from_str(&k.public_jwk).ok())
+            .collect();
+        if let Ok(mut slot) = self.jwks.write() {
+            *slot = Arc::new(json!({ "keys": published }));
+        }
+        Ok(())
+    }
+
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signer
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The public keys, as `/.well-known/jwks.json` serves them.
+    pub fn jwks(&self) -> Arc<Value> {
+        self.jwks
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// A JWT for `sub` with `roles`, issued at `now`.
+    pub fn access_token(&self, sub: &str, roles: &[String], now: i64) -> Result<String, SigningError> {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -47,7 +147,7 @@ impl Issuer {
         claims.expiration = Utc
             .timestamp_opt(now.saturating_add(self.access_ttl_seconds), 0)
             .single();
-        Hs256.token(&Header::empty().with_token_type("JWT"), &claims, &self.key)
+        self.signer().sign(&claims)
     }
 }
 

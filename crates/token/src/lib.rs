@@ -11,6 +11,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod passwords;
 pub mod secret;
+pub mod signing;
 pub mod store;
 pub mod username;
 

@@ -25,6 +25,7 @@ const PLACEHOLDERS: &[&str] = &[
 
 /// The key bytes used for HMAC: the secret string itself, as PyJWT and the FastAPI
 /// guide use it and as the filter does by default.
+#[derive(Clone)]
 pub struct SecretKey(Zeroizing<Vec<u8>>);
 
 impl SecretKey {

@@ -43,6 +43,17 @@ pub struct NewUser<'a> {
     pub disabled: bool,
 }
 
+/// A signing key as stored (the private part sealed).
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    pub sealed: Vec<u8>,
+    pub public_jwk: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
 /// The outcome of presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
@@ -297,6 +308,49 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("family")?, r.try_get("used")?, r.try_get("revoked")?)))
+            .collect()
+    }
+
+    /// Stores a new signing key as the current one; every other key still current is
+    /// retired now (and stays published while tokens it signed may be alive).
+    pub async fn rotate_signing_key(&self, key: &crate::signing::NewKey, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, sealed_key, public_jwk, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(key.alg.name())
+        .bind(&key.sealed)
+        .bind(&key.public_jwk)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every signing key, newest first.
+    pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, rowid DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredKey {
+                    kid: r.try_get("kid")?,
+                    alg: r.try_get("alg")?,
+                    sealed: r.try_get("sealed_key")?,
+                    public_jwk: r.try_get("public_jwk")?,
+                    created_at: r.try_get("created_at")?,
+                    retired_at: r.try_get("retired_at")?,
+                })
+            })
             .collect()
     }
 

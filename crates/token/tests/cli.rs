@@ -356,3 +356,45 @@ fn a_killed_server_loses_nothing_it_committed() {
     );
     drop(child);
 }
+
+#[test]
+fn keys_rotate_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    let keys = |args: &[&str], secret: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--db")
+            .arg(&db)
+            .arg("keys")
+            .args(args)
+            .env_remove("SECRET_KEY");
+        if let Some(s) = secret {
+            cmd.env("SECRET_KEY", s);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = keys(&["rotate"], None);
+    assert!(
+        !refused.status.success() && text(&refused).contains("SECRET_KEY is not set"),
+        "{}",
+        text(&refused)
+    );
+    let hs = keys(&["rotate", "--alg", "HS256"], Some(SECRET));
+    assert!(
+        !hs.status.success() && text(&hs).contains("HS256 has no key to rotate"),
+        "{}",
+        text(&hs)
+    );
+
+    let first = keys(&["rotate", "--alg", "EdDSA"], Some(SECRET));
+    assert!(first.status.success(), "{}", text(&first));
+    let second = keys(&["rotate", "--alg", "ES256"], Some(SECRET));
+    assert!(second.status.success(), "{}", text(&second));
+    let list = keys(&["list"], None);
+    let out = String::from_utf8_lossy(&list.stdout).to_string();
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].contains("\tES256\tcurrent\t"), "{out}");
+    assert!(rows[1].contains("\tEdDSA\tretired, published until "), "{out}");
+    assert!(!out.contains(SECRET));
+}

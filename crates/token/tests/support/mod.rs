@@ -22,6 +22,7 @@ pub struct Options {
     pub max_concurrent_hashes: usize,
     pub hash_queue_timeout: Duration,
     pub trust_forwarded_for: bool,
+    pub signing_alg: gatehouse_token::signing::SigningAlg,
 }
 
 impl Default for Options {
@@ -32,6 +33,7 @@ impl Default for Options {
             max_concurrent_hashes: 2,
             hash_queue_timeout: Duration::from_secs(5),
             trust_forwarded_for: false,
+            signing_alg: gatehouse_token::signing::SigningAlg::Hs256,
         }
     }
 }
@@ -51,6 +53,10 @@ impl TestApp {
         let store = Store::open(&dir.path().join("users.db")).await.unwrap();
         let secret = secret::parse(Some(SECRET)).unwrap();
         let window = Duration::from_secs(300);
+        let issuer = Issuer::new(&secret, ISSUER.into(), "api".into(), 1800)
+            .with_alg(options.signing_alg)
+            .with_public_url("http://gatehouse.test".into());
+        issuer.load(&store, 0).await.unwrap();
         let state = Arc::new(AppState {
             store: store.clone(),
             hasher: Hasher::new(
@@ -59,7 +65,7 @@ impl TestApp {
                 options.hash_queue_timeout,
             )
             .unwrap(),
-            issuer: Issuer::new(&secret, ISSUER.into(), "api".into(), 1800),
+            issuer,
             refresh_ttl_seconds: 7 * 24 * 3600,
             failures_per_user: FailureLimiter::new(options.max_failures_per_user, window),
             failures_per_address: FailureLimiter::new(options.max_failures_per_address, window),
