@@ -80,6 +80,23 @@ struct RawSecret {
 enum RawJwks {
     /// A JWKS document written into the configuration.
     Inline(serde_json::Value),
+    /// A JWKS fetched through an Envoy cluster, refreshed on a timer.
+    Remote(RawRemote),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    cluster: String,
+    #[serde(default = "defaults::jwks_path")]
+    path: String,
+    authority: Option<String>,
+    #[serde(default = "defaults::jwks_refresh")]
+    refresh_seconds: u32,
+    #[serde(default = "defaults::jwks_timeout")]
+    timeout_ms: u32,
+    #[serde(default = "defaults::jwks_min_refetch")]
+    min_refetch_seconds: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +165,18 @@ mod defaults {
     pub fn cache_entries() -> u32 {
         4096
     }
+    pub fn jwks_path() -> String {
+        "/.well-known/jwks.json".into()
+    }
+    pub fn jwks_refresh() -> u32 {
+        300
+    }
+    pub fn jwks_timeout() -> u32 {
+        2000
+    }
+    pub fn jwks_min_refetch() -> u32 {
+        10
+    }
 }
 
 /// Everything the filter needs to decide, compiled from the configuration.
@@ -159,8 +188,23 @@ pub struct Policy {
     pub challenge: String,
     /// Verified tokens kept per worker; 0 switches the cache off.
     pub token_cache_entries: usize,
-    /// The public keys of an inline JWKS (empty without asymmetric algorithms).
+    /// The public keys of an inline JWKS (empty without asymmetric algorithms, and
+    /// until the first fetch with a remote one).
     pub inline_keys: std::rc::Rc<KeySet>,
+    /// Where to fetch the JWKS from, if it is remote.
+    pub jwks_remote: Option<RemoteJwks>,
+}
+
+/// A JWKS behind an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub refresh_seconds: i64,
+    pub timeout_ms: u64,
+    /// Least time between two fetches caused by unknown `kid`s.
+    pub min_refetch_seconds: i64,
 }
 
 /// How tokens are verified.
@@ -233,7 +277,7 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
         }
     }
     let (hs256_key, asymmetric) = compile_algorithms(&raw.algorithms, raw.hmac_secret.as_ref(), &env)?;
-    let inline_keys = compile_jwks(raw.jwks.as_ref(), &asymmetric)?;
+    let (inline_keys, jwks_remote) = compile_jwks(raw.jwks.as_ref(), &asymmetric)?;
     if raw.max_token_lifetime_seconds == 0 {
         return Err(err("max_token_lifetime_seconds", "must be at least 1"));
     }
@@ -280,6 +324,7 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
         challenge: format!("Bearer realm=\"{}\"", raw.realm),
         token_cache_entries: usize::try_from(raw.token_cache.max_entries).unwrap_or(usize::MAX),
         inline_keys: std::rc::Rc::new(inline_keys),
+        jwks_remote,
     })
 }
 
@@ -318,9 +363,12 @@ fn compile_algorithms(
     Ok((Some(compile_secret(secret, env)?), asymmetric))
 }
 
-fn compile_jwks(jwks: Option<&RawJwks>, accepted: &[AsymAlg]) -> Result<KeySet, ConfigError> {
+fn compile_jwks(
+    jwks: Option<&RawJwks>,
+    accepted: &[AsymAlg],
+) -> Result<(KeySet, Option<RemoteJwks>), ConfigError> {
     match (jwks, accepted.is_empty()) {
-        (None, true) => Ok(KeySet::default()),
+        (None, true) => Ok((KeySet::default(), None)),
         (None, false) => Err(err(
             "jwks",
             "is required when algorithms include EdDSA, ES256 or RS256",
@@ -335,7 +383,33 @@ fn compile_jwks(jwks: Option<&RawJwks>, accepted: &[AsymAlg]) -> Result<KeySet, 
             if parsed.keys.is_empty() {
                 return Err(err("jwks.inline", "has no key for the accepted algorithms"));
             }
-            Ok(parsed.keys)
+            Ok((parsed.keys, None))
+        }
+        (Some(RawJwks::Remote(r)), false) => {
+            if r.cluster.is_empty() {
+                return Err(err("jwks.remote.cluster", "must name an Envoy cluster"));
+            }
+            if !r.path.starts_with('/') {
+                return Err(err("jwks.remote.path", "must start with /"));
+            }
+            if r.refresh_seconds < 5 {
+                return Err(err("jwks.remote.refresh_seconds", "must be at least 5"));
+            }
+            if !(100..=60_000).contains(&r.timeout_ms) {
+                return Err(err("jwks.remote.timeout_ms", "must be between 100 and 60000"));
+            }
+            if r.min_refetch_seconds < 1 {
+                return Err(err("jwks.remote.min_refetch_seconds", "must be at least 1"));
+            }
+            let remote = RemoteJwks {
+                authority: r.authority.clone().unwrap_or_else(|| r.cluster.clone()),
+                cluster: r.cluster.clone(),
+                path: r.path.clone(),
+                refresh_seconds: i64::from(r.refresh_seconds),
+                timeout_ms: u64::from(r.timeout_ms),
+                min_refetch_seconds: i64::from(r.min_refetch_seconds),
+            };
+            Ok((KeySet::default(), Some(remote)))
         }
     }
 }
@@ -664,6 +738,27 @@ mod tests {
         format!(r#"{{"issuer":"i","algorithms":["EdDSA"],"jwks":{{"inline":{jwks}}}}}"#)
     }
 
+    fn remote(r: &str) -> String {
+        format!(r#"{{"issuer":"i","algorithms":["EdDSA"],"jwks":{{"remote":{r}}}}}"#)
+    }
+
+    #[test]
+    fn a_remote_jwks_gets_its_defaults() {
+        let p = compile_str(&remote(r#"{"cluster":"token"}"#)).unwrap();
+        assert!(p.inline_keys.is_empty());
+        assert_eq!(
+            p.jwks_remote,
+            Some(RemoteJwks {
+                cluster: "token".into(),
+                path: "/.well-known/jwks.json".into(),
+                authority: "token".into(),
+                refresh_seconds: 300,
+                timeout_ms: 2000,
+                min_refetch_seconds: 10,
+            })
+        );
+    }
+
     #[test]
     fn every_error_names_its_field() {
         let cases: &[(&str, &str)] = &[
@@ -688,7 +783,16 @@ mod tests {
             (&asym(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qY"}]}"#), "jwks.inline"),
             (&asym(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","use":"enc"}]}"#), "jwks.inline"),
             (&asym(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"},{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}"#), "jwks.inline"),
-            (&MINIMAL.replace("}}", "},\"jwks\":{\"remote\":{}}}"), "jwks"),
+            (&MINIMAL.replace("}}", "},\"jwks\":{\"remote\":{}}}"), "jwks.remote"),
+            (&MINIMAL.replace("}}", "},\"jwks\":{\"remote\":{\"cluster\":\"t\"}}}"), "jwks"),
+            (&MINIMAL.replace("}}", "},\"jwks\":{\"url\":\"http://x\"}}"), "jwks"),
+            (&remote(r#"{}"#), "jwks.remote"),
+            (&remote(r#"{"cluster":""}"#), "jwks.remote.cluster"),
+            (&remote(r#"{"cluster":"token","path":"jwks"}"#), "jwks.remote.path"),
+            (&remote(r#"{"cluster":"token","refresh_seconds":1}"#), "jwks.remote.refresh_seconds"),
+            (&remote(r#"{"cluster":"token","timeout_ms":10}"#), "jwks.remote.timeout_ms"),
+            (&remote(r#"{"cluster":"token","min_refetch_seconds":0}"#), "jwks.remote.min_refetch_seconds"),
+            (&remote(r#"{"cluster":"token","url":"http://x"}"#), "jwks.remote.url"),
             (&MINIMAL.replace("[\"HS256\"]", "[\"hs256\"]"), "algorithms[0]"),
             (&MINIMAL.replace(",\"hmac_secret\":{\"env\":\"SECRET_KEY\"}", ""), "hmac_secret"),
             (&MINIMAL.replace("SECRET_KEY", "NOPE"), "hmac_secret.env"),

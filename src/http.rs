@@ -1,31 +1,113 @@
 //! HTTP context: gathers the request's inputs, calls [`decide`], applies the result.
+//! A token naming an unknown `kid` under a remote JWKS may hold the request while the
+//! JWKS is fetched again (rate-limited across workers), then decides once more.
 
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::decision::{decide, Decision, Denial};
+use crate::decision::{decide, Decision, Denial, Reason};
+use crate::fetch;
 use crate::root::Shared;
+
+type Headers = Vec<(String, Vec<u8>)>;
 
 pub struct GatehouseHttp {
     shared: Option<Rc<Shared>>,
+    /// While an early JWKS fetch runs: its callout and the request's headers.
+    waiting: Option<(u32, Headers)>,
 }
 
 impl GatehouseHttp {
     pub fn new(shared: Option<Rc<Shared>>) -> Self {
-        GatehouseHttp { shared }
+        GatehouseHttp {
+            shared,
+            waiting: None,
+        }
     }
 }
 
-impl Context for GatehouseHttp {}
+/// Decides with this worker's keys and cache at `now`.
+fn decide_now<'a>(shared: &'a Shared, headers: &'a Headers, now: i64) -> Option<Decision<'a>> {
+    let pseudo = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(&[][..], |(_, v)| v.as_slice())
+    };
+    let mut runtime = shared.runtime.try_borrow_mut().ok()?;
+    Some(decide(
+        &shared.policy,
+        &mut runtime,
+        pseudo(":method"),
+        pseudo(":path"),
+        headers,
+        now,
+    ))
+}
+
+/// Applies a decision; `paused` if the request was held and must be resumed.
+fn apply(shared: &Shared, decision: Decision<'_>, paused: bool) -> Action {
+    shared.metrics.count(decision.outcome());
+    match decision {
+        Decision::Allow { remove, set, .. } => {
+            for name in remove {
+                let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+            }
+            for (name, value) in &set {
+                let _ =
+                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
+            }
+            if paused {
+                let _ = hostcalls::resume_http_request();
+            }
+            Action::Continue
+        }
+        Decision::Deny(Denial {
+            status,
+            www_authenticate,
+            retry_after,
+            body,
+            ..
+        }) => send(status, www_authenticate.as_deref(), retry_after, &body),
+    }
+}
+
+impl Context for GatehouseHttp {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let (Some(shared), Some((token, headers))) = (self.shared.clone(), self.waiting.take()) else {
+            return;
+        };
+        if token != token_id {
+            return;
+        }
+        if let Some(keys) = &shared.jwks_keys {
+            let stored = fetch::response_body(body_size)
+                .is_some_and(|body| fetch::store(&shared, keys, &body, &mut shared.jwks_seen.borrow_mut()));
+            let m = &shared.metrics;
+            m.bump(if stored {
+                m.jwks_fetch_ok
+            } else {
+                m.jwks_fetch_failed
+            });
+        }
+        match decide_now(&shared, &headers, fetch::now()) {
+            Some(decision) => {
+                apply(&shared, decision, true);
+            }
+            None => {
+                send(500, None, None, r#"{"error":"server_error"}"#);
+            }
+        }
+    }
+}
 
 impl HttpContext for GatehouseHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.as_deref() else {
+        let Some(shared) = self.shared.clone() else {
             return send(503, None, None, r#"{"error":"temporarily_unavailable"}"#);
         };
         // One host call for every header, as bytes: a header value need not be UTF-8,
@@ -33,52 +115,24 @@ impl HttpContext for GatehouseHttp {
         let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
             return send(500, None, None, r#"{"error":"server_error"}"#);
         };
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map_or(&[][..], |(_, v)| v.as_slice())
-        };
-        let now = hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-
-        let Ok(mut runtime) = shared.runtime.try_borrow_mut() else {
+        let now = fetch::now();
+        let Some(decision) = decide_now(&shared, &headers, now) else {
             return send(500, None, None, r#"{"error":"server_error"}"#);
         };
-        let decision = decide(
-            &shared.policy,
-            &mut runtime,
-            pseudo(":method"),
-            pseudo(":path"),
-            &headers,
-            now,
-        );
-        drop(runtime);
-        shared.metrics.count(decision.outcome());
-        match decision {
-            Decision::Allow { remove, set, .. } => {
-                for name in remove {
-                    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+        let unknown_kid = matches!(&decision, Decision::Deny(d) if d.reason == Reason::UnknownKey);
+        if unknown_kid {
+            if let (Some(remote), Some(keys)) = (&shared.policy.jwks_remote, &shared.jwks_keys) {
+                if fetch::try_lease(&keys.refetch, now, remote.min_refetch_seconds) {
+                    if let Some(token) = fetch::dispatch(remote) {
+                        shared.metrics.bump(shared.metrics.jwks_refetch_unknown_kid);
+                        drop(decision);
+                        self.waiting = Some((token, headers));
+                        return Action::Pause;
+                    }
                 }
-                for (name, value) in &set {
-                    let _ = hostcalls::set_map_value_bytes(
-                        MapType::HttpRequestHeaders,
-                        name,
-                        Some(value.as_bytes()),
-                    );
-                }
-                Action::Continue
             }
-            Decision::Deny(Denial {
-                status,
-                www_authenticate,
-                retry_after,
-                body,
-                ..
-            }) => send(status, www_authenticate.as_deref(), retry_after, &body),
         }
+        apply(&shared, decision, false)
     }
 }
 

@@ -11,11 +11,14 @@ pub mod claims;
 pub mod config;
 pub mod decision;
 pub mod hs256;
+pub mod jwks_sync;
 pub mod keys;
 pub mod path;
 pub mod policy;
 pub mod token;
 
+#[cfg(target_arch = "wasm32")]
+mod fetch;
 #[cfg(target_arch = "wasm32")]
 mod http;
 #[cfg(target_arch = "wasm32")]

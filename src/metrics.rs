@@ -16,6 +16,10 @@ pub struct Metrics {
     ids: Vec<u32>,
     cache_hits: u32,
     cache_misses: u32,
+    /// Remote JWKS fetches: rare, counted as they happen.
+    pub jwks_fetch_ok: u32,
+    pub jwks_fetch_failed: u32,
+    pub jwks_refetch_unknown_kid: u32,
     /// Per-outcome counts not yet sent, then cache hits and misses already sent.
     pending: RefCell<Vec<u64>>,
     sent_cache: RefCell<(u64, u64)>,
@@ -33,6 +37,13 @@ impl Metrics {
             ids,
             cache_hits: define_metric(MetricType::Counter, "gatehouse.token_cache.hits").ok()?,
             cache_misses: define_metric(MetricType::Counter, "gatehouse.token_cache.misses").ok()?,
+            jwks_fetch_ok: define_metric(MetricType::Counter, "gatehouse.jwks.fetch_ok").ok()?,
+            jwks_fetch_failed: define_metric(MetricType::Counter, "gatehouse.jwks.fetch_failed").ok()?,
+            jwks_refetch_unknown_kid: define_metric(
+                MetricType::Counter,
+                "gatehouse.jwks.refetch_unknown_kid",
+            )
+            .ok()?,
             sent_cache: RefCell::new((0, 0)),
         })
     }
@@ -43,6 +54,11 @@ impl Metrics {
                 *n += 1;
             }
         }
+    }
+
+    /// Counts a rare event now.
+    pub fn bump(&self, id: u32) {
+        let _ = increment_metric(id, 1);
     }
 
     /// Sends what was counted since the last flush. A failed send is kept for the next.

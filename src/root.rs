@@ -1,4 +1,5 @@
-//! Root context: compiles the configuration once and hands it to every request.
+//! Root context: compiles the configuration once and hands it to every request; keeps
+//! a remote JWKS fresh; flushes the counters once a second.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,7 +11,9 @@ use proxy_wasm::types::ContextType;
 
 use crate::config::{compile, Policy};
 use crate::decision::Runtime;
+use crate::fetch;
 use crate::http::GatehouseHttp;
+use crate::jwks_sync::{due, SharedKeys};
 use crate::metrics::Metrics;
 
 /// What every HTTP context of this worker shares.
@@ -18,11 +21,17 @@ pub struct Shared {
     pub policy: Policy,
     pub metrics: Metrics,
     pub runtime: RefCell<Runtime>,
+    /// Shared-data keys of the remote JWKS, if there is one.
+    pub jwks_keys: Option<SharedKeys>,
+    /// The CAS of the shared JWKS document this worker last installed.
+    pub jwks_seen: RefCell<Option<u32>>,
 }
 
 #[derive(Default)]
 pub struct GatehouseRoot {
     shared: Option<Rc<Shared>>,
+    /// The callout of a scheduled JWKS fetch, while it runs.
+    pending_fetch: Option<u32>,
 }
 
 impl GatehouseRoot {
@@ -33,9 +42,52 @@ impl GatehouseRoot {
             }
         }
     }
+
+    /// Adopts a newer shared JWKS; fetches one if it is due and this worker wins the lease.
+    fn sync_jwks(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        let (Some(remote), Some(keys)) = (&shared.policy.jwks_remote, &shared.jwks_keys) else {
+            return;
+        };
+        let now = fetch::now();
+        let fetched_at = {
+            let mut seen = shared.jwks_seen.borrow_mut();
+            fetch::adopt_shared(&shared, keys, &mut seen)
+        };
+        if self.pending_fetch.is_some() || !due(fetched_at, now, remote.refresh_seconds) {
+            return;
+        }
+        // Held a little longer than the callout may take; a failure is retried when it runs out.
+        let hold = i64::try_from(remote.timeout_ms / 1000)
+            .unwrap_or(60)
+            .saturating_add(2);
+        if fetch::try_lease(&keys.lease, now, hold) {
+            self.pending_fetch = fetch::dispatch(remote);
+            if self.pending_fetch.is_none() {
+                shared.metrics.bump(shared.metrics.jwks_fetch_failed);
+            }
+        }
+    }
 }
 
 impl Context for GatehouseRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if self.pending_fetch != Some(token_id) {
+            return;
+        }
+        self.pending_fetch = None;
+        let Some(shared) = self.shared.clone() else { return };
+        let Some(keys) = &shared.jwks_keys else { return };
+        let stored = fetch::response_body(body_size)
+            .is_some_and(|body| fetch::store(&shared, keys, &body, &mut shared.jwks_seen.borrow_mut()));
+        let m = &shared.metrics;
+        m.bump(if stored {
+            m.jwks_fetch_ok
+        } else {
+            m.jwks_fetch_failed
+        });
+    }
+
     fn on_done(&mut self) -> bool {
         self.flush();
         true
@@ -58,28 +110,37 @@ impl RootContext for GatehouseRoot {
             return false;
         };
         info!(
-            "gatehouse: configured: issuer {}, {} rule(s), token cache {}",
+            "gatehouse: configured: issuer {}, {} rule(s), token cache {}{}",
             policy.token.issuer,
             policy.routes.rules.len(),
-            policy.token_cache_entries
+            policy.token_cache_entries,
+            policy.jwks_remote.as_ref().map_or(String::new(), |r| format!(
+                ", JWKS from cluster {} {}",
+                r.cluster, r.path
+            ))
         );
         let runtime = RefCell::new(Runtime::new(
             policy.inline_keys.clone(),
             policy.token_cache_entries,
         ));
-        // Counters reach Envoy's stats once a second (see metrics.rs).
+        // Counters reach Envoy once a second (metrics.rs); a remote JWKS is checked as often.
         self.set_tick_period(Duration::from_secs(1));
         self.flush();
+        let jwks_keys = policy.jwks_remote.as_ref().map(SharedKeys::new);
         self.shared = Some(Rc::new(Shared {
             policy,
             metrics,
             runtime,
+            jwks_keys,
+            jwks_seen: RefCell::new(None),
         }));
+        self.pending_fetch = None;
         true
     }
 
     fn on_tick(&mut self) {
         self.flush();
+        self.sync_jwks();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -49,8 +49,14 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(options: Options) -> TestApp {
+        TestApp::spawn_at(options, "127.0.0.1:0", None).await
+    }
+
+    /// Like [`TestApp::spawn`], on `addr` and, if given, over an existing database.
+    pub async fn spawn_at(options: Options, addr: &str, db: Option<&std::path::Path>) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("users.db")).await.unwrap();
+        let db_path = db.map_or_else(|| dir.path().join("users.db"), std::path::Path::to_path_buf);
+        let store = Store::open(&db_path).await.unwrap();
         let secret = secret::parse(Some(SECRET)).unwrap();
         let window = Duration::from_secs(300);
         let issuer = Issuer::new(&secret, ISSUER.into(), "api".into(), 1800)
@@ -72,7 +78,7 @@ impl TestApp {
             trust_forwarded_for: options.trust_forwarded_for,
             metrics: Metrics::default(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let s = state.clone();
@@ -147,6 +153,15 @@ impl TestApp {
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+}
+
+impl TestApp {
+    /// Stops serving (the database stays).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

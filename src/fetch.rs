@@ -1,0 +1,132 @@
+//! Host side of the remote JWKS (see `jwks_sync` for the plan): shared data, leases,
+//! the HTTP callout to the cluster, and adopting a new document.
+
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use log::{info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
+
+use crate::config::RemoteJwks;
+use crate::jwks_sync::{decode, encode, lease_free, SharedKeys, MAX_JWKS_BYTES};
+use crate::keys::parse_jwks;
+use crate::root::Shared;
+
+pub fn now() -> i64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Adopts the shared document if it changed since `seen` (its CAS).
+pub fn adopt_shared(shared: &Shared, keys: &SharedKeys, seen: &mut Option<u32>) -> Option<i64> {
+    let Ok((Some(record), cas)) = hostcalls::get_shared_data(&keys.document) else {
+        return None;
+    };
+    let (fetched_at, body) = decode(&record)?;
+    if cas.is_some() && cas != *seen && install(shared, body) {
+        *seen = cas;
+    }
+    Some(fetched_at)
+}
+
+/// Parses a JWKS and, if it has usable keys, makes them this worker's keys.
+fn install(shared: &Shared, body: &[u8]) -> bool {
+    match parse_jwks(body, &shared.policy.token.asymmetric) {
+        Ok(parsed) if !parsed.keys.is_empty() => {
+            for why in parsed.invalid.iter().chain(&parsed.other_algorithms) {
+                info!("gatehouse: JWKS key left out: {why}");
+            }
+            let kids = parsed.keys.kids().join(", ");
+            if let Ok(mut runtime) = shared.runtime.try_borrow_mut() {
+                runtime.set_keys(Rc::new(parsed.keys));
+                info!("gatehouse: JWKS keys in use: {kids}");
+                return true;
+            }
+            false
+        }
+        Ok(_) => {
+            warn!("gatehouse: the fetched JWKS has no key for the accepted algorithms; keeping the last good keys");
+            false
+        }
+        Err(e) => {
+            warn!("gatehouse: the fetched JWKS is not usable ({e}); keeping the last good keys");
+            false
+        }
+    }
+}
+
+/// Takes the lease `key` until `now + seconds` if it is free (compare-and-swap).
+pub fn try_lease(key: &str, now: i64, seconds: i64) -> bool {
+    let Ok((value, cas)) = hostcalls::get_shared_data(key) else {
+        return false;
+    };
+    if !lease_free(value.as_deref(), now) {
+        return false;
+    }
+    let until = now.saturating_add(seconds).to_be_bytes();
+    hostcalls::set_shared_data(key, Some(&until), cas).is_ok()
+}
+
+/// Starts `GET path` on the cluster; the answer arrives in `on_http_call_response`.
+pub fn dispatch(remote: &RemoteJwks) -> Option<u32> {
+    let headers = vec![
+        (":method", "GET"),
+        (":path", remote.path.as_str()),
+        (":authority", remote.authority.as_str()),
+        ("accept", "application/json"),
+    ];
+    match hostcalls::dispatch_http_call(
+        &remote.cluster,
+        headers,
+        None,
+        vec![],
+        Duration::from_millis(remote.timeout_ms),
+    ) {
+        Ok(token) => Some(token),
+        Err(e) => {
+            warn!(
+                "gatehouse: cannot fetch the JWKS from cluster {}: {e:?}",
+                remote.cluster
+            );
+            None
+        }
+    }
+}
+
+/// The body of a 200 answer to the callout, if it is not too large.
+pub fn response_body(body_size: usize) -> Option<Vec<u8>> {
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten();
+    if status.as_deref() != Some(b"200".as_slice()) {
+        warn!(
+            "gatehouse: the JWKS fetch answered {}",
+            status.map_or("nothing (unreachable?)".into(), |s| String::from_utf8_lossy(&s)
+                .into_owned())
+        );
+        return None;
+    }
+    if body_size > MAX_JWKS_BYTES {
+        warn!("gatehouse: the JWKS is larger than {MAX_JWKS_BYTES} bytes");
+        return None;
+    }
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+}
+
+/// Installs a fetched document here and publishes it to the other workers.
+pub fn store(shared: &Shared, keys: &SharedKeys, body: &[u8], seen: &mut Option<u32>) -> bool {
+    if !install(shared, body) {
+        return false;
+    }
+    if hostcalls::set_shared_data(&keys.document, Some(&encode(now(), body)), None).is_ok() {
+        if let Ok((_, cas)) = hostcalls::get_shared_data(&keys.document) {
+            *seen = cas;
+        }
+    }
+    true
+}
