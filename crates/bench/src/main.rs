@@ -5,6 +5,7 @@
 //! `docs/benchmarks.png`. `--smoke` runs every step for a second and writes nothing
 //! under `docs/`.
 
+mod keys;
 mod report;
 mod setups;
 mod token_service;
@@ -19,6 +20,7 @@ use clap::Parser;
 use gatehouse_testkit::{envoy_bin, mint_with, request, wasm_path, workspace, Envoy, SECRET};
 use serde_json::json;
 
+use keys::Tokens;
 use report::SetupFigures;
 use setups::{Setup, AUDIENCE, ISSUER, PATH};
 
@@ -81,9 +83,19 @@ fn main() -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
     let claims = |roles: &[&str]| json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "roles": roles, "iat": now, "exp": now + 3600});
     let header = r#"{"alg":"HS256","typ":"JWT"}"#;
-    let valid = mint_with(header, &claims(&["user"]), SECRET.as_bytes());
-    let forged = mint_with(header, &claims(&["user"]), b"not the key, but 32 bytes long..");
-    let wrong_role = mint_with(header, &claims(&["guest"]), SECRET.as_bytes());
+    let hs = Tokens {
+        valid: mint_with(header, &claims(&["user"]), SECRET.as_bytes()),
+        forged: mint_with(header, &claims(&["user"]), b"not the key, but 32 bytes long.."),
+        wrong_role: mint_with(header, &claims(&["guest"]), SECRET.as_bytes()),
+    };
+    let asym = keys::AsymKeys::generate();
+    let ed = asym.tokens("EdDSA", &claims(&["user"]), &claims(&["guest"]))?;
+    let es = asym.tokens("ES256", &claims(&["user"]), &claims(&["guest"]))?;
+    let tokens_for = |setup: Setup| match setup.alg() {
+        "EdDSA" => &ed,
+        "ES256" => &es,
+        _ => &hs,
+    };
 
     println!(
         "bench: starting {} Envoys (one worker each{})",
@@ -92,10 +104,10 @@ fn main() -> anyhow::Result<()> {
     );
     let mut envoys = Vec::new();
     for setup in Setup::ALL {
-        let yaml = setup.envoy_yaml(SECRET, &gatehouse_wasm, &floor_wasm);
+        let yaml = setup.envoy_yaml(SECRET, &asym.jwks, &gatehouse_wasm, &floor_wasm);
         let envoy = Envoy::launch(&yaml, Some(SECRET), envoy_cpu)
             .map_err(|f| anyhow::anyhow!("{} did not start: {}", setup.label(), f.log))?;
-        check(setup, &envoy, &valid, &forged, &wrong_role)?;
+        check(setup, &envoy, tokens_for(setup))?;
         envoys.push((setup, envoy));
     }
     println!("bench: every set-up answers 200 / 401 / 403 as it must");
@@ -110,14 +122,26 @@ fn main() -> anyhow::Result<()> {
             rss_mib: 0.0,
         })
         .collect();
-    for (_, envoy) in &envoys {
+    for (setup, envoy) in &envoys {
         // Warm-up: JIT tiers, connection pools, caches.
-        wrk::run(&url(envoy), &valid, args.connections, 1, wrk_cpu)?;
+        wrk::run(
+            &url(envoy),
+            &tokens_for(*setup).valid,
+            args.connections,
+            1,
+            wrk_cpu,
+        )?;
     }
     for round in 1..=args.rounds {
         for ((setup, envoy), f) in envoys.iter().zip(figures.iter_mut()) {
-            let r = wrk::run(&url(envoy), &valid, args.connections, args.seconds, wrk_cpu)
-                .with_context(|| format!("round {round}, {}", setup.label()))?;
+            let r = wrk::run(
+                &url(envoy),
+                &tokens_for(*setup).valid,
+                args.connections,
+                args.seconds,
+                wrk_cpu,
+            )
+            .with_context(|| format!("round {round}, {}", setup.label()))?;
             println!(
                 "bench: round {round} {:<34} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
                 setup.label(),
@@ -177,7 +201,8 @@ fn url(envoy: &Envoy) -> String {
 
 /// Nothing fast-but-wrong is measured: a set-up that authenticates must refuse a forged
 /// token and a missing role.
-fn check(setup: Setup, envoy: &Envoy, valid: &str, forged: &str, wrong_role: &str) -> anyhow::Result<()> {
+fn check(setup: Setup, envoy: &Envoy, tokens: &Tokens) -> anyhow::Result<()> {
+    let (valid, forged, wrong_role) = (&tokens.valid, &tokens.forged, &tokens.wrong_role);
     let status = |token: &str| -> anyhow::Result<u16> {
         let addr = ([127, 0, 0, 1], envoy.port).into();
         Ok(request(

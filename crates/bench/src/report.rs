@@ -206,7 +206,7 @@ pub fn chart(file: &Path, setups: &[SetupFigures]) -> anyhow::Result<()> {
         .draw()?;
     for (i, f) in setups.iter().enumerate() {
         let value = median(&f.rps);
-        let ours = matches!(f.setup, Setup::Gatehouse | Setup::GatehouseNoCache);
+        let ours = f.setup.is_gatehouse();
         let colour = if ours {
             RGBColor(46, 125, 50)
         } else {

@@ -26,17 +26,52 @@ pub enum Setup {
     Gatehouse,
     /// The same with the token cache off: every request verified from scratch.
     GatehouseNoCache,
+    /// Asymmetric keys (inline JWKS), each with Gatehouse's cache on and off, and
+    /// native jwt_authn + rbac with the same key.
+    GatehouseEdDsa,
+    GatehouseEdDsaNoCache,
+    NativeEdDsa,
+    GatehouseEs256,
+    GatehouseEs256NoCache,
+    NativeEs256,
 }
 
 impl Setup {
-    pub const ALL: [Setup; 6] = [
+    pub const ALL: [Setup; 12] = [
         Setup::NoFilter,
         Setup::WasmFloor,
         Setup::Native,
         Setup::NativeCache,
         Setup::GatehouseNoCache,
         Setup::Gatehouse,
+        Setup::NativeEdDsa,
+        Setup::GatehouseEdDsaNoCache,
+        Setup::GatehouseEdDsa,
+        Setup::NativeEs256,
+        Setup::GatehouseEs256NoCache,
+        Setup::GatehouseEs256,
     ];
+
+    /// The signature algorithm of the tokens this set-up gets.
+    pub fn alg(self) -> &'static str {
+        match self {
+            Setup::GatehouseEdDsa | Setup::GatehouseEdDsaNoCache | Setup::NativeEdDsa => "EdDSA",
+            Setup::GatehouseEs256 | Setup::GatehouseEs256NoCache | Setup::NativeEs256 => "ES256",
+            _ => "HS256",
+        }
+    }
+
+    pub fn is_gatehouse(self) -> bool {
+        matches!(
+            self,
+            Setup::Gatehouse
+                | Setup::GatehouseNoCache
+                | Setup::GatehouseEdDsa
+                | Setup::GatehouseEdDsaNoCache
+                | Setup::GatehouseEs256
+                | Setup::GatehouseEs256NoCache
+        )
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -46,6 +81,12 @@ impl Setup {
             Setup::NativeCache => "native jwt_authn (cache) + rbac",
             Setup::Gatehouse => "Gatehouse HS256 (cache, default)",
             Setup::GatehouseNoCache => "Gatehouse HS256, cache off",
+            Setup::GatehouseEdDsa => "Gatehouse EdDSA (cache)",
+            Setup::GatehouseEdDsaNoCache => "Gatehouse EdDSA, cache off",
+            Setup::NativeEdDsa => "native jwt_authn EdDSA + rbac",
+            Setup::GatehouseEs256 => "Gatehouse ES256 (cache)",
+            Setup::GatehouseEs256NoCache => "Gatehouse ES256, cache off",
+            Setup::NativeEs256 => "native jwt_authn ES256 + rbac",
         }
     }
 
@@ -55,7 +96,13 @@ impl Setup {
     }
 
     /// The HTTP filters of this set-up, as YAML list items.
-    fn filters(self, secret: &str, gatehouse_wasm: &Path, floor_wasm: &Path) -> String {
+    fn filters(
+        self,
+        secret: &str,
+        jwks: &serde_json::Value,
+        gatehouse_wasm: &Path,
+        floor_wasm: &Path,
+    ) -> String {
         let wasm = |name: &str, file: &Path, config: &str| {
             format!(
                 r#"
@@ -78,25 +125,43 @@ impl Setup {
         match self {
             Setup::NoFilter => String::new(),
             Setup::WasmFloor => wasm("floor", floor_wasm, "'{}'"),
-            Setup::Gatehouse | Setup::GatehouseNoCache => {
-                let entries = if self == Setup::Gatehouse { 4096 } else { 0 };
-                let config = json!({
-                    "issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
-                    "hmac_secret": {"env": "SECRET_KEY"},
+            Setup::Gatehouse
+            | Setup::GatehouseNoCache
+            | Setup::GatehouseEdDsa
+            | Setup::GatehouseEdDsaNoCache
+            | Setup::GatehouseEs256
+            | Setup::GatehouseEs256NoCache => {
+                let cached = matches!(
+                    self,
+                    Setup::Gatehouse | Setup::GatehouseEdDsa | Setup::GatehouseEs256
+                );
+                let entries = if cached { 4096 } else { 0 };
+                let mut config = json!({
+                    "issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": [self.alg()],
                     "rules": [{"prefix": "/api", "require": {"any_of": ["user"]}}],
                     "forward": {"claims": {"sub": "sub"}},
                     "token_cache": {"max_entries": entries}
                 });
+                if self.alg() == "HS256" {
+                    config["hmac_secret"] = json!({"env": "SECRET_KEY"});
+                } else {
+                    config["jwks"] = json!({"inline": jwks});
+                }
                 wasm(
                     "gatehouse",
                     gatehouse_wasm,
                     &serde_json::to_string(&config.to_string()).unwrap_or_default(),
                 )
             }
-            Setup::Native | Setup::NativeCache => {
+            Setup::Native | Setup::NativeCache | Setup::NativeEdDsa | Setup::NativeEs256 => {
                 use base64ct::{Base64UrlUnpadded, Encoding};
                 // PyJWT's convention, as Gatehouse's default: the key is the secret text.
                 let k = Base64UrlUnpadded::encode_string(secret.as_bytes());
+                let local_jwks = if self.alg() == "HS256" {
+                    format!(r#"{{"keys":[{{"kty":"oct","alg":"HS256","k":"{k}"}}]}}"#)
+                } else {
+                    jwks.to_string()
+                };
                 let cache = if self == Setup::NativeCache {
                     "\n                  jwt_cache_config: {jwt_cache_size: 1000}"
                 } else {
@@ -112,7 +177,7 @@ impl Setup {
                   issuer: {ISSUER}
                   audiences: [{AUDIENCE}]
                   local_jwks:
-                    inline_string: '{{"keys":[{{"kty":"oct","alg":"HS256","k":"{k}"}}]}}'
+                    inline_string: '{local_jwks}'
                   forward: false
                   payload_in_metadata: jwt_payload
                   claim_to_headers: [{{header_name: x-auth-sub, claim_name: sub}}]{cache}
@@ -138,7 +203,13 @@ impl Setup {
     }
 
     /// The whole Envoy configuration (listener and admin on kernel-chosen ports).
-    pub fn envoy_yaml(self, secret: &str, gatehouse_wasm: &Path, floor_wasm: &Path) -> String {
+    pub fn envoy_yaml(
+        self,
+        secret: &str,
+        jwks: &serde_json::Value,
+        gatehouse_wasm: &Path,
+        floor_wasm: &Path,
+    ) -> String {
         format!(
             r#"
 admin:
@@ -164,7 +235,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 "#,
-            self.filters(secret, gatehouse_wasm, floor_wasm)
+            self.filters(secret, jwks, gatehouse_wasm, floor_wasm)
         )
     }
 }
