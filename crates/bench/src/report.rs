@@ -110,9 +110,34 @@ pub fn markdown(ctx: &Context_<'_>, setups: &[SetupFigures], token: Option<&Toke
     );
     let _ = writeln!(
         out,
-        "| empty proxy-wasm filter / no filter (the floor of any Wasm filter) | {:.2}x | |\n",
+        "| empty proxy-wasm filter / no filter (the floor of any Wasm filter) | {:.2}x | |",
         ratio(rps(Setup::WasmFloor), ceiling)
     );
+    for (label, ours, theirs) in [
+        (
+            "Gatehouse EdDSA (cache) / native EdDSA",
+            Setup::GatehouseEdDsa,
+            Setup::NativeEdDsa,
+        ),
+        (
+            "Gatehouse EdDSA, cache off / native EdDSA",
+            Setup::GatehouseEdDsaNoCache,
+            Setup::NativeEdDsa,
+        ),
+        (
+            "Gatehouse ES256 (cache) / native ES256",
+            Setup::GatehouseEs256,
+            Setup::NativeEs256,
+        ),
+        (
+            "Gatehouse ES256, cache off / native ES256",
+            Setup::GatehouseEs256NoCache,
+            Setup::NativeEs256,
+        ),
+    ] {
+        let _ = writeln!(out, "| {label} | {:.2}x | |", ratio(rps(ours), rps(theirs)));
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "![requests per second by set-up](benchmarks.png)\n");
     if let Some(t) = token {
         let _ = writeln!(out, "Token service (`gatehouse-token`, release build, Argon2id m=19 MiB t=2 p=1, {} hashing slots):\n", t.cores);
