@@ -118,6 +118,20 @@ pub fn response_body(body_size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// Handles the answer to a JWKS callout: installs and publishes a good document,
+/// counts the fetch either way.
+pub fn handle_response(shared: &Shared, body_size: usize) {
+    let Some(keys) = &shared.jwks_keys else { return };
+    let stored = response_body(body_size)
+        .is_some_and(|body| store(shared, keys, &body, &mut shared.jwks_seen.borrow_mut()));
+    let m = &shared.metrics;
+    m.bump(if stored {
+        m.jwks_fetch_ok
+    } else {
+        m.jwks_fetch_failed
+    });
+}
+
 /// Installs a fetched document here and publishes it to the other workers.
 pub fn store(shared: &Shared, keys: &SharedKeys, body: &[u8], seen: &mut Option<u32>) -> bool {
     if !install(shared, body) {

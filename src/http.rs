@@ -78,22 +78,13 @@ fn apply(shared: &Shared, decision: Decision<'_>, paused: bool) -> Action {
 
 impl Context for GatehouseHttp {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let (Some(shared), Some((token, headers))) = (self.shared.clone(), self.waiting.take()) else {
+        if self.waiting.as_ref().is_none_or(|(token, _)| *token != token_id) {
+            return;
+        }
+        let (Some(shared), Some((_, headers))) = (self.shared.clone(), self.waiting.take()) else {
             return;
         };
-        if token != token_id {
-            return;
-        }
-        if let Some(keys) = &shared.jwks_keys {
-            let stored = fetch::response_body(body_size)
-                .is_some_and(|body| fetch::store(&shared, keys, &body, &mut shared.jwks_seen.borrow_mut()));
-            let m = &shared.metrics;
-            m.bump(if stored {
-                m.jwks_fetch_ok
-            } else {
-                m.jwks_fetch_failed
-            });
-        }
+        fetch::handle_response(&shared, body_size);
         match decide_now(&shared, &headers, fetch::now()) {
             Some(decision) => {
                 apply(&shared, decision, true);

@@ -76,16 +76,9 @@ impl Context for GatehouseRoot {
             return;
         }
         self.pending_fetch = None;
-        let Some(shared) = self.shared.clone() else { return };
-        let Some(keys) = &shared.jwks_keys else { return };
-        let stored = fetch::response_body(body_size)
-            .is_some_and(|body| fetch::store(&shared, keys, &body, &mut shared.jwks_seen.borrow_mut()));
-        let m = &shared.metrics;
-        m.bump(if stored {
-            m.jwks_fetch_ok
-        } else {
-            m.jwks_fetch_failed
-        });
+        if let Some(shared) = &self.shared {
+            fetch::handle_response(shared, body_size);
+        }
     }
 
     fn on_done(&mut self) -> bool {
