@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use gatehouse_testkit::{bootstrap_yaml, wasm_filter_yaml};
 use serde_json::json;
 
 pub const ISSUER: &str = "https://gatehouse.bench";
@@ -103,28 +104,9 @@ impl Setup {
         gatehouse_wasm: &Path,
         floor_wasm: &Path,
     ) -> String {
-        let wasm = |name: &str, file: &Path, config: &str| {
-            format!(
-                r#"
-          - name: {name}
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: {name}
-                fail_open: false
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {config}
-                vm_config:
-                  runtime: envoy.wasm.runtime.v8
-                  environment_variables: {{host_env_keys: ["SECRET_KEY"]}}
-                  code: {{local: {{filename: "{}"}}}}"#,
-                file.display()
-            )
-        };
         match self {
             Setup::NoFilter => String::new(),
-            Setup::WasmFloor => wasm("floor", floor_wasm, "'{}'"),
+            Setup::WasmFloor => wasm_filter_yaml("floor", floor_wasm, "{}"),
             Setup::Gatehouse
             | Setup::GatehouseNoCache
             | Setup::GatehouseEdDsa
@@ -147,11 +129,7 @@ impl Setup {
                 } else {
                     config["jwks"] = json!({"inline": jwks});
                 }
-                wasm(
-                    "gatehouse",
-                    gatehouse_wasm,
-                    &serde_json::to_string(&config.to_string()).unwrap_or_default(),
-                )
+                wasm_filter_yaml("gatehouse", gatehouse_wasm, &config.to_string())
             }
             Setup::Native | Setup::NativeCache | Setup::NativeEdDsa | Setup::NativeEs256 => {
                 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -210,32 +188,7 @@ impl Setup {
         gatehouse_wasm: &Path,
         floor_wasm: &Path,
     ) -> String {
-        format!(
-            r#"
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-static_resources:
-  listeners:
-  - name: bench
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                direct_response: {{status: 200, body: {{inline_string: "ok"}}}}
-          http_filters:{}
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#,
-            self.filters(secret, jwks, gatehouse_wasm, floor_wasm)
-        )
+        let route = "              - match: {prefix: \"/\"}\n                direct_response: {status: 200, body: {inline_string: \"ok\"}}\n";
+        bootstrap_yaml(route, &self.filters(secret, jwks, gatehouse_wasm, floor_wasm), "")
     }
 }

@@ -534,10 +534,8 @@ fn dechunk(mut raw: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 fn envoy_yaml(plugin_config: &str, wasm: &Path, routes: &[(&str, u16)]) -> String {
-    // The plugin configuration is a JSON string inside YAML: JSON-encode it again.
-    let plugin_config = serde_json::to_string(plugin_config).unwrap();
     let mut route_yaml = String::new();
-    let mut cluster_yaml = String::new();
+    let mut cluster_yaml = String::from("  clusters:\n");
     for (i, (prefix, port)) in routes.iter().enumerate() {
         route_yaml.push_str(&format!(
             "              - match: {{prefix: \"{prefix}\"}}\n                route: {{cluster: c{i}}}\n"
@@ -554,6 +552,17 @@ fn envoy_yaml(plugin_config: &str, wasm: &Path, routes: &[(&str, u16)]) -> Strin
 "#
         ));
     }
+    bootstrap_yaml(
+        &route_yaml,
+        &wasm_filter_yaml("gatehouse", wasm, plugin_config),
+        &cluster_yaml,
+    )
+}
+
+/// An Envoy bootstrap: admin and one HTTP listener on kernel-chosen ports, with
+/// `routes` (route list items), `http_filters` (filter list items, before the router)
+/// and `clusters` (a `clusters:` section, or nothing).
+pub fn bootstrap_yaml(routes: &str, http_filters: &str, clusters: &str) -> String {
     format!(
         r#"
 admin:
@@ -573,13 +582,26 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-{route_yaml}
-          http_filters:
-          - name: gatehouse
+{routes}
+          http_filters:{http_filters}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+{clusters}"#
+    )
+}
+
+/// A proxy-wasm HTTP filter list item: `wasm` with `plugin_config` (JSON text) as its
+/// configuration and SECRET_KEY passed into the VM.
+pub fn wasm_filter_yaml(name: &str, wasm: &Path, plugin_config: &str) -> String {
+    // The plugin configuration is a JSON string inside YAML: JSON-encode it again.
+    let plugin_config = serde_json::to_string(plugin_config).unwrap();
+    format!(
+        r#"
+          - name: {name}
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
-                name: gatehouse
+                name: {name}
                 fail_open: false
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
@@ -587,11 +609,7 @@ static_resources:
                 vm_config:
                   runtime: envoy.wasm.runtime.v8
                   environment_variables: {{host_env_keys: ["SECRET_KEY"]}}
-                  code: {{local: {{filename: "{wasm}"}}}}
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-{cluster_yaml}"#,
-        wasm = wasm.display()
+                  code: {{local: {{filename: "{}"}}}}"#,
+        wasm.display()
     )
 }

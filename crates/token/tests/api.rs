@@ -625,14 +625,8 @@ async fn a_login_flood_gets_503_and_healthz_stays_fast() {
 #[tokio::test]
 async fn operations_endpoints() {
     let app = demo_app(Options::default()).await;
-    assert_eq!(
-        json(app.client.get(app.url("/healthz")).send().await.unwrap()).await["status"],
-        "ok"
-    );
-    assert_eq!(
-        json(app.client.get(app.url("/readyz")).send().await.unwrap()).await["status"],
-        "ready"
-    );
+    assert_eq!(app.get_json("/healthz").await["status"], "ok");
+    assert_eq!(app.get_json("/readyz").await["status"], "ready");
     app.login("alice", ALICE_PW).await;
     app.login("alice", "nope-nope").await;
     assert_eq!(app.metric("gatehouse_token_logins_ok_total").await, 1.0);

@@ -83,14 +83,7 @@ async fn eddsa_and_es256_tokens_verify_from_the_jwks_alone() {
             Outcome::Allowed
         );
 
-        let discovery = json(
-            app.client
-                .get(app.url("/.well-known/openid-configuration"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let discovery = app.get_json("/.well-known/openid-configuration").await;
         assert_eq!(discovery["issuer"], ISSUER);
         assert_eq!(
             discovery["jwks_uri"],
@@ -122,14 +115,7 @@ async fn rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     assert_ne!(kid_of(&old), kid_of(&new));
     assert_eq!(kid_of(&new), next.kid);
 
-    let jwks = json(
-        app.client
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let jwks = app.get_json("/.well-known/jwks.json").await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -148,14 +134,7 @@ async fn rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     // Once the old key's tokens can no longer be alive, it is no longer published.
     let later = unix_now() + app.state.issuer.publish_window() + 1;
     app.state.issuer.load(&app.store, later).await.unwrap();
-    let jwks = json(
-        app.client
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let jwks = app.get_json("/.well-known/jwks.json").await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
     assert_eq!(
         filter_outcome(&jwks, &old, &["EdDSA"]),
@@ -166,13 +145,6 @@ async fn rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
 #[tokio::test]
 async fn hs256_mode_publishes_no_key() {
     let app = TestApp::spawn(Options::default()).await;
-    let jwks = json(
-        app.client
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let jwks = app.get_json("/.well-known/jwks.json").await;
     assert_eq!(jwks, json!({"keys": []}));
 }

@@ -139,6 +139,11 @@ impl TestApp {
         .await
     }
 
+    /// `GET path`, its body as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        json(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self
             .client
