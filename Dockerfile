@@ -36,4 +36,5 @@ FROM envoyproxy/envoy:v1.40.0 AS envoy
 # envoy.yaml names the filter by this relative path, as `make demo` does from the
 # repository root.
 COPY --from=build /src/target/wasm32-wasip1/release/gatehouse.wasm /gatehouse/target/wasm32-wasip1/release/gatehouse.wasm
+COPY demo/envoy-config.sh /usr/local/bin/
 WORKDIR /gatehouse

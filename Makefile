@@ -62,8 +62,10 @@ envoy:
 	@"$(ENVOY_BIN)" --version | grep -q "/$(ENVOY_VERSION)/" || { echo "$(ENVOY_BIN) is not Envoy $(ENVOY_VERSION)"; exit 1; }
 
 ## The demo, natively: Envoy :10000 (admin :9901), token service :8080, API :8000.
+## `make demo DEMO_KEYS=eddsa`: Ed25519 keys, Envoy trusting the token service's JWKS.
+DEMO_KEYS ?= hs256
 demo: wasm envoy
-	@demo/run.sh
+	@DEMO_KEYS=$(DEMO_KEYS) demo/run.sh
 
 clean-tools:
 	rm -rf $(TOOLS)

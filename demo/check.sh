@@ -4,7 +4,8 @@
 # 2. docker-compose.yml validates with `docker-compose config`, and refuses to start
 #    without SECRET_KEY (Docker itself cannot run here: nothing is built or started);
 # 3. `make demo` starts on a fresh state folder, the walk-through passes against it,
-#    and stopping it leaves no process and no open port behind.
+#    and stopping it leaves no process and no open port behind; with the shared
+#    secret (HS256) and again with DEMO_KEYS=eddsa.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${ENVOY_BIN:?}"
@@ -12,6 +13,13 @@ export SECRET_KEY=${SECRET_KEY:-$(python3 -c 'import secrets; print(secrets.toke
 
 echo "demo-check: envoy --mode validate -c envoy.yaml"
 "$ENVOY_BIN" --mode validate -c envoy.yaml --log-level error
+echo "demo-check: envoy --mode validate, envoy.yaml with DEMO_KEYS=eddsa's key source"
+eddsa_yaml=$(mktemp --suffix .yaml)
+demo/envoy-config.sh --keys eddsa <envoy.yaml >"$eddsa_yaml"
+grep -q '"jwks": {"remote"' "$eddsa_yaml" && ! grep -q 'hmac_secret\|host_env_keys: \["SECRET_KEY"' "$eddsa_yaml" ||
+  { echo "demo-check: the eddsa switch did not replace the key source" >&2; exit 1; }
+"$ENVOY_BIN" --mode validate -c "$eddsa_yaml" --log-level error
+rm -f "$eddsa_yaml"
 
 compose=""
 if command -v docker-compose >/dev/null 2>&1; then
@@ -22,6 +30,7 @@ fi
 if [ -n "$compose" ]; then
   echo "demo-check: $compose config"
   $compose config --quiet
+  DEMO_KEYS=eddsa $compose config --quiet
   if env -u SECRET_KEY $compose config --quiet 2>/tmp/compose-no-secret.$$; then
     echo "demo-check: docker-compose.yml accepted a missing SECRET_KEY" >&2
     exit 1
@@ -54,11 +63,50 @@ kill "$holder"
 wait "$holder" 2>/dev/null || true
 grep -q "port 8080 is already in use" <<<"$out" || { echo "$out" >&2; exit 1; }
 
-echo "demo-check: make demo in the background, on a fresh state folder"
-rm -rf .demo
-log=$(mktemp)
-setsid env DEMO_WALKTHROUGH=0 demo/run.sh >"$log" 2>&1 &
-leader=$!
+# demo_run KEYS: `make demo` in the background on a fresh state folder, the walk-through
+# against it, then a stop that must leave no process and no open port behind.
+demo_run() {
+  echo "demo-check: make demo DEMO_KEYS=$1 in the background, on a fresh state folder"
+  rm -rf .demo
+  log=$(mktemp)
+  setsid env DEMO_WALKTHROUGH=0 DEMO_KEYS="$1" demo/run.sh >"$log" 2>&1 &
+  leader=$!
+  trap stop_demo EXIT
+  for _ in $(seq 1 240); do
+    grep -q "demo: running" "$log" && break
+    if ! kill -0 "$leader" 2>/dev/null; then
+      cat "$log" >&2
+      echo "demo-check: make demo exited before it was ready" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  grep -q "demo: running" "$log" || { cat "$log" >&2; echo "demo-check: not ready" >&2; exit 1; }
+  grep "demo: tokens signed with" "$log"
+
+  demo/walkthrough.sh >"$log.walk" || { cat "$log.walk"; exit 1; }
+  cat "$log.walk"
+  expected_alg=$([ "$1" = eddsa ] && echo EdDSA || echo HS256)
+  grep -q "header: {\"alg\":\"$expected_alg\"" "$log.walk" ||
+    { echo "demo-check: the tokens were not signed with $expected_alg" >&2; exit 1; }
+
+  stop_demo
+  trap - EXIT
+  grep -q "demo: stopped" "$log" || { cat "$log" >&2; echo "demo-check: no clean stop" >&2; exit 1; }
+  for port in 10000 9901 8080 8000; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "demo-check: port $port is still open after the demo stopped" >&2
+      exit 1
+    fi
+  done
+  ours='gatehouse-token --db \.demo/|demo-api --listen 127\.0\.0\.1:8000|-c \.demo/envoy\.yaml'
+  if pgrep -f "$ours" >/dev/null; then
+    echo "demo-check: processes left behind:" >&2
+    pgrep -af "$ours" >&2
+    exit 1
+  fi
+  rm -f "$log" "$log.walk"
+}
 stop_demo() {
   kill -TERM -- "-$leader" 2>/dev/null || true
   for _ in $(seq 1 50); do
@@ -66,33 +114,6 @@ stop_demo() {
     sleep 0.2
   done
 }
-trap stop_demo EXIT
-for _ in $(seq 1 240); do
-  grep -q "demo: running" "$log" && break
-  if ! kill -0 "$leader" 2>/dev/null; then
-    cat "$log" >&2
-    echo "demo-check: make demo exited before it was ready" >&2
-    exit 1
-  fi
-  sleep 0.5
-done
-grep -q "demo: running" "$log" || { cat "$log" >&2; echo "demo-check: not ready" >&2; exit 1; }
-
-demo/walkthrough.sh
-
-stop_demo
-trap - EXIT
-grep -q "demo: stopped" "$log" || { cat "$log" >&2; echo "demo-check: no clean stop" >&2; exit 1; }
-for port in 10000 9901 8080 8000; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "demo-check: port $port is still open after the demo stopped" >&2
-    exit 1
-  fi
-done
-ours='gatehouse-token --db \.demo/|demo-api --listen 127\.0\.0\.1:8000|-c \.demo/envoy\.yaml'
-if pgrep -f "$ours" >/dev/null; then
-  echo "demo-check: processes left behind:" >&2
-  pgrep -af "$ours" >&2
-  exit 1
-fi
+demo_run hs256
+demo_run eddsa
 echo "demo-check: ok"

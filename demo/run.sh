@@ -2,6 +2,8 @@
 # `make demo`: the demo topology without Docker. Envoy (the top-level envoy.yaml, with
 # only its addresses rewritten for localhost) on :10000 and :9901, the token service
 # on :8080, the demo API on :8000; all bound to 127.0.0.1. State lives in .demo/.
+# DEMO_KEYS=eddsa (`make demo DEMO_KEYS=eddsa`) signs with an Ed25519 key that only the
+# token service holds; the filter fetches the public key from its JWKS.
 # Ctrl-C or SIGTERM stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,13 @@ for port in 10000 9901 8080 8000; do
   fi
 done
 
+keys=${DEMO_KEYS:-hs256}
+case $keys in
+  hs256) signing_alg=HS256 ;;
+  eddsa) signing_alg=EdDSA ;;
+  *) echo "demo: DEMO_KEYS must be hs256 or eddsa, not '$keys'" >&2; exit 2 ;;
+esac
+
 if [ -z "${SECRET_KEY:-}" ]; then
   SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
   echo "demo: SECRET_KEY not set; generated one for this session"
@@ -30,11 +39,9 @@ api_bin=target/release/demo-api
 db="$state/users.db"
 demo/seed-users.sh "$token_bin" "$db"
 
-# The file users deploy is the file that runs: only the addresses change.
-sed -e 's/address: token,/address: 127.0.0.1,/' \
-    -e 's/address: api,/address: 127.0.0.1,/' \
-    -e 's/address: 0\.0\.0\.0,/address: 127.0.0.1,/' \
-    envoy.yaml >"$state/envoy.yaml"
+# The file users deploy is the file that runs: only the addresses (and, with
+# DEMO_KEYS=eddsa, the filter's key source) change.
+demo/envoy-config.sh --local --keys "$keys" <envoy.yaml >"$state/envoy.yaml"
 
 pids=()
 cleanup() {
@@ -52,7 +59,8 @@ trap 'exit 143' TERM
 "$api_bin" --listen 127.0.0.1:8000 >"$state/logs/api.log" 2>&1 &
 pids+=($!)
 "$token_bin" --db "$db" serve --listen 127.0.0.1:8080 --issuer gatehouse --audience api \
-  --trust-forwarded-for >"$state/logs/token.log" 2>&1 &
+  --trust-forwarded-for --signing-alg "$signing_alg" --public-url http://127.0.0.1:10000 \
+  >"$state/logs/token.log" 2>&1 &
 pids+=($!)
 "$ENVOY_BIN" -c "$state/envoy.yaml" --concurrency 2 --disable-hot-restart \
   --log-level warn --component-log-level wasm:info >"$state/logs/envoy.log" 2>&1 &
@@ -62,7 +70,12 @@ ready() {
   curl -sf -o /dev/null http://127.0.0.1:8000/healthz &&
     curl -sf -o /dev/null http://127.0.0.1:8080/readyz &&
     curl -sf -o /dev/null http://127.0.0.1:9901/ready &&
-    curl -sf -o /dev/null http://127.0.0.1:10000/healthz
+    curl -sf -o /dev/null http://127.0.0.1:10000/healthz &&
+    { [ "$keys" = hs256 ] || keys_loaded; }
+}
+# With DEMO_KEYS=eddsa, ready once Envoy's filter has fetched the JWKS.
+keys_loaded() {
+  curl -sf "http://127.0.0.1:9901/stats?filter=gatehouse.jwks.fetch_ok" | grep -q ': [1-9]'
 }
 for _ in $(seq 1 120); do
   ready && break
@@ -81,6 +94,7 @@ if ! ready; then
 fi
 
 echo "demo: ready. Envoy on http://127.0.0.1:10000 (admin :9901), token service :8080, API :8000"
+echo "demo: tokens signed with $signing_alg ($([ "$keys" = eddsa ] && echo "private key in the token service; Envoy fetches the public JWKS" || echo "SECRET_KEY, shared with Envoy"))"
 echo "demo: users alice/alice-demo-pass (admin, user), bob/bob-demo-pass (user), carol/carol-demo-pass (disabled)"
 if [ "${DEMO_WALKTHROUGH:-1}" = 1 ]; then
   demo/walkthrough.sh || echo "demo: the walk-through found a problem (see above)" >&2

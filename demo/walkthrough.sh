@@ -84,6 +84,7 @@ call -d grant_type=password -d username=alice -d password=alice-demo-pass "$base
 expect_status 200
 expect_field token_type bearer
 ALICE=$(json_field access_token)
+echo "(the access token's header: $(python3 -c 'import base64,sys; h=sys.argv[1].split(".")[0]; print(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)).decode())' "$ALICE"))"
 
 echo
 echo "== 4. alice's token on /users/me: the API sees the identity Gatehouse forwarded"
