@@ -111,6 +111,7 @@ mod tests {
             claims: StrictObject::default(),
             expires_at: exp,
             not_before: nbf,
+            issued_at: None,
         })
     }
 

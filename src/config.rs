@@ -49,6 +49,24 @@ struct RawConfig {
     forward: RawForward,
     #[serde(default)]
     token_cache: RawCache,
+    revocation: Option<RawRevocation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    cluster: String,
+    #[serde(default = "defaults::revocation_path")]
+    path: String,
+    authority: Option<String>,
+    #[serde(default = "defaults::revocation_poll")]
+    poll_seconds: u32,
+    #[serde(default = "defaults::jwks_timeout")]
+    timeout_ms: u32,
+    /// Absent: keep serving with the last set however old it is.
+    max_stale_seconds: Option<u32>,
+    #[serde(default = "defaults::revocation_max_entries")]
+    max_entries: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +195,15 @@ mod defaults {
     pub fn jwks_min_refetch() -> u32 {
         10
     }
+    pub fn revocation_path() -> String {
+        "/revocations".into()
+    }
+    pub fn revocation_poll() -> u32 {
+        2
+    }
+    pub fn revocation_max_entries() -> u32 {
+        100_000
+    }
 }
 
 /// Everything the filter needs to decide, compiled from the configuration.
@@ -193,6 +220,23 @@ pub struct Policy {
     pub inline_keys: std::rc::Rc<KeySet>,
     /// Where to fetch the JWKS from, if it is remote.
     pub jwks_remote: Option<RemoteJwks>,
+    /// The token service's revocation feed, if revocation is on.
+    pub revocation: Option<RevocationFeed>,
+}
+
+/// The revocation feed behind an Envoy cluster, polled on a timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationFeed {
+    pub cluster: String,
+    /// Without a query: the cursor is appended.
+    pub path: String,
+    pub authority: String,
+    pub poll_seconds: i64,
+    pub timeout_ms: u64,
+    /// Refuse tokens (503) once the last good poll is older than this; `None` keeps
+    /// serving with the last set.
+    pub max_stale_seconds: Option<i64>,
+    pub max_entries: usize,
 }
 
 /// A JWKS behind an Envoy cluster.
@@ -307,6 +351,7 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
         .collect::<Result<Vec<_>, _>>()?;
     let no_match = compile_require(&raw.no_match, "no_match")?;
     let forward = compile_forward(&raw.forward, &raw.roles_claim)?;
+    let revocation = raw.revocation.as_ref().map(compile_revocation).transpose()?;
 
     Ok(Policy {
         token: TokenPolicy {
@@ -325,6 +370,45 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
         token_cache_entries: usize::try_from(raw.token_cache.max_entries).unwrap_or(usize::MAX),
         inline_keys: std::rc::Rc::new(inline_keys),
         jwks_remote,
+        revocation,
+    })
+}
+
+fn compile_revocation(r: &RawRevocation) -> Result<RevocationFeed, ConfigError> {
+    if r.cluster.is_empty() {
+        return Err(err("revocation.cluster", "must name an Envoy cluster"));
+    }
+    if !r.path.starts_with('/') || r.path.contains(['?', '#']) {
+        return Err(err(
+            "revocation.path",
+            "must start with / and have no query (the filter adds its cursor)",
+        ));
+    }
+    if !(1..=3600).contains(&r.poll_seconds) {
+        return Err(err("revocation.poll_seconds", "must be between 1 and 3600"));
+    }
+    if !(100..=60_000).contains(&r.timeout_ms) {
+        return Err(err("revocation.timeout_ms", "must be between 100 and 60000"));
+    }
+    if let Some(stale) = r.max_stale_seconds {
+        if stale < r.poll_seconds.saturating_mul(2) {
+            return Err(err(
+                "revocation.max_stale_seconds",
+                "must be at least twice poll_seconds, or one late poll refuses every token",
+            ));
+        }
+    }
+    if r.max_entries == 0 {
+        return Err(err("revocation.max_entries", "must be at least 1"));
+    }
+    Ok(RevocationFeed {
+        cluster: r.cluster.clone(),
+        path: r.path.clone(),
+        authority: r.authority.clone().unwrap_or_else(|| r.cluster.clone()),
+        poll_seconds: i64::from(r.poll_seconds),
+        timeout_ms: u64::from(r.timeout_ms),
+        max_stale_seconds: r.max_stale_seconds.map(i64::from),
+        max_entries: usize::try_from(r.max_entries).unwrap_or(usize::MAX),
     })
 }
 
@@ -742,6 +826,35 @@ mod tests {
         format!(r#"{{"issuer":"i","algorithms":["EdDSA"],"jwks":{{"remote":{r}}}}}"#)
     }
 
+    fn revocation(r: &str) -> String {
+        MINIMAL.replace("}}", &format!("}},\"revocation\":{r}}}"))
+    }
+
+    #[test]
+    fn revocation_gets_its_defaults_and_its_bounds() {
+        assert_eq!(compile_str(MINIMAL).unwrap().revocation, None);
+        let p = compile_str(&revocation(r#"{"cluster":"token"}"#)).unwrap();
+        assert_eq!(
+            p.revocation,
+            Some(RevocationFeed {
+                cluster: "token".into(),
+                path: "/revocations".into(),
+                authority: "token".into(),
+                poll_seconds: 2,
+                timeout_ms: 2000,
+                max_stale_seconds: None,
+                max_entries: 100_000,
+            })
+        );
+        let p = compile_str(&revocation(
+            r#"{"cluster":"t","path":"/feed","authority":"auth.internal","poll_seconds":5,"max_stale_seconds":10}"#,
+        ))
+        .unwrap();
+        let r = p.revocation.unwrap();
+        assert_eq!((r.path.as_str(), r.authority.as_str()), ("/feed", "auth.internal"));
+        assert_eq!((r.poll_seconds, r.max_stale_seconds), (5, Some(10)));
+    }
+
     #[test]
     fn a_remote_jwks_gets_its_defaults() {
         let p = compile_str(&remote(r#"{"cluster":"token"}"#)).unwrap();
@@ -831,6 +944,15 @@ mod tests {
             (&MINIMAL.replace("}}", "},\"forward\":{\"authorisation\":true}}"), "forward.authorisation"),
             (&MINIMAL.replace("}}", "},\"token_cache\":{\"max_entries\":-1}}"), "token_cache.max_entries"),
             (&MINIMAL.replace("}}", "},\"token_cache\":{\"size\":1}}"), "token_cache.size"),
+            (&revocation(r#"{}"#), "revocation"),
+            (&revocation(r#"{"cluster":""}"#), "revocation.cluster"),
+            (&revocation(r#"{"cluster":"t","path":"revocations"}"#), "revocation.path"),
+            (&revocation(r#"{"cluster":"t","path":"/r?since=0"}"#), "revocation.path"),
+            (&revocation(r#"{"cluster":"t","poll_seconds":0}"#), "revocation.poll_seconds"),
+            (&revocation(r#"{"cluster":"t","timeout_ms":99}"#), "revocation.timeout_ms"),
+            (&revocation(r#"{"cluster":"t","poll_seconds":5,"max_stale_seconds":9}"#), "revocation.max_stale_seconds"),
+            (&revocation(r#"{"cluster":"t","max_entries":0}"#), "revocation.max_entries"),
+            (&revocation(r#"{"cluster":"t","on_stale":"deny"}"#), "revocation.on_stale"),
         ];
         for (json, field) in cases {
             match compile_str(json) {

@@ -11,6 +11,7 @@ use crate::config::Policy;
 use crate::keys::KeySet;
 use crate::path::canonical_path;
 use crate::policy::{request_methods, Requirement, METHOD_OVERRIDE_HEADERS};
+use crate::revocation::Revocations;
 use crate::token::{verify, VerifiedToken};
 
 /// Why a request was refused.
@@ -40,6 +41,10 @@ pub enum Reason {
     Unforwardable,
     Forbidden,
     Closed,
+    /// The token service revoked the token (or every token of its subject).
+    Revoked,
+    /// Revocation is bounded and the set is older than the bound: 503.
+    RevocationStale,
 }
 
 /// What happened to a request, one counter each.
@@ -51,7 +56,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 24] = [
+    pub const ALL: [Outcome; 26] = [
         Outcome::AllowedPublic,
         Outcome::Allowed,
         Outcome::Denied(Reason::MissingToken),
@@ -76,6 +81,8 @@ impl Outcome {
         Outcome::Denied(Reason::Unforwardable),
         Outcome::Denied(Reason::Forbidden),
         Outcome::Denied(Reason::Closed),
+        Outcome::Denied(Reason::Revoked),
+        Outcome::Denied(Reason::RevocationStale),
     ];
 
     /// Position in [`Outcome::ALL`].
@@ -114,11 +121,10 @@ impl Reason {
             AuthorizationRepeated | AuthorizationMalformed | BadMethod | AmbiguousPath => {
                 (400, "invalid_request")
             }
-            NoKeys => (503, "temporarily_unavailable"),
+            NoKeys | RevocationStale => (503, "temporarily_unavailable"),
             TokenTooLarge | Malformed | UnknownKey | HeaderRefused | Algorithm | Signature | Expired
-            | NotYetValid | IssuedInFuture | Lifetime | Issuer | Audience | Claims | Unforwardable => {
-                (401, "invalid_token")
-            }
+            | NotYetValid | IssuedInFuture | Lifetime | Issuer | Audience | Claims | Unforwardable
+            | Revoked => (401, "invalid_token"),
             Forbidden => (403, "insufficient_scope"),
             Closed => (403, "access_denied"),
         }
@@ -150,6 +156,8 @@ impl Reason {
             Unforwardable => "a token claim cannot be forwarded safely",
             Forbidden => "the token lacks a required role",
             Closed => "this route is closed",
+            Revoked => "the token has been revoked",
+            RevocationStale => "the revocation list is out of date",
         }
     }
 
@@ -178,6 +186,8 @@ impl Reason {
             Unforwardable => "gatehouse.denied.unforwardable",
             Forbidden => "gatehouse.denied.forbidden",
             Closed => "gatehouse.denied.closed",
+            Revoked => "gatehouse.denied.revoked",
+            RevocationStale => "gatehouse.denied.revocation_stale",
         }
     }
 
@@ -187,7 +197,7 @@ impl Reason {
         let (status, error) = self.status_and_error();
         let description = self.description();
         let www_authenticate = match self {
-            Reason::Closed | Reason::NoKeys => None,
+            Reason::Closed | Reason::NoKeys | Reason::RevocationStale => None,
             // RFC 6750 §3.1: no error code when no credentials were presented.
             Reason::MissingToken => Some(challenge.to_string()),
             Reason::Forbidden if !scope.is_empty() => Some(format!(
@@ -203,17 +213,19 @@ impl Reason {
             reason: self,
             status,
             www_authenticate,
-            retry_after: (self == Reason::NoKeys).then_some(5),
+            retry_after: matches!(self, Reason::NoKeys | Reason::RevocationStale).then_some(5),
             body,
         }
     }
 }
 
 /// What a worker keeps between requests: the keys in use (from the configuration or
-/// a JWKS fetch) and its cache of verified tokens.
+/// a JWKS fetch), its cache of verified tokens, and the revoked tokens it knows.
 pub struct Runtime {
     pub keys: Rc<KeySet>,
     pub cache: TokenCache,
+    /// `None` when revocation is not configured.
+    pub revocations: Option<Revocations>,
 }
 
 impl Runtime {
@@ -221,6 +233,7 @@ impl Runtime {
         Runtime {
             keys,
             cache: TokenCache::new(cache_entries),
+            revocations: None,
         }
     }
 
@@ -308,6 +321,18 @@ pub fn decide<'a>(
             Err(reason) => return deny(reason),
         },
     };
+    // After the cache: a token verified a minute ago may have been revoked since.
+    if let Some(revocations) = &runtime.revocations {
+        if revocations.stale(now) {
+            return deny(Reason::RevocationStale);
+        }
+        if revocations
+            .set
+            .revokes(&verified.subject, verified.issued_at, verified.token_id())
+        {
+            return deny(Reason::Revoked);
+        }
+    }
     if let Some(unmet) = requirements.iter().find(|r| !r.allows(&verified.roles)) {
         return Decision::Deny(Reason::Forbidden.denial(&policy.challenge, unmet.roles()));
     }
@@ -910,6 +935,67 @@ mod tests {
             matches!(outcome, Outcome::Denied(Reason::Signature | Reason::Malformed)),
             "{outcome:?}"
         );
+    }
+
+    #[test]
+    fn revoked_tokens_are_refused_from_the_cache_too() {
+        use crate::revocation::{RevocationSet, Revocations};
+        let policy = demo_policy();
+        let mut runtime = Runtime::new(Rc::default(), 16);
+        let mut revocations = Revocations::new(NOW - 100, None);
+        runtime.revocations = Some(revocations.clone());
+        let bob_old = token_with(json!({"sub": "bob", "roles": ["user"], "iat": NOW - 10, "jti": "b1"}));
+        let bob_new = token_with(json!({"sub": "bob", "roles": ["user"], "iat": NOW, "jti": "b2"}));
+        let alice = sign(&good_claims());
+        let carol = token_with(json!({"sub": "carol", "jti": "c1"}));
+        let run = |runtime: &mut Runtime, token: &str, path: &str| {
+            let headers = h(&[("authorization", &format!("Bearer {token}"))]);
+            match decide(&policy, runtime, b"GET", path.as_bytes(), &headers, NOW) {
+                Decision::Deny(d) => Err(d),
+                Decision::Allow { outcome, .. } => Ok(outcome),
+            }
+        };
+        let outcome = |r: Result<Outcome, Denial>| r.unwrap_or_else(|d| Outcome::Denied(d.reason));
+        for t in [&bob_old, &bob_new, &alice, &carol] {
+            assert_eq!(outcome(run(&mut runtime, t, "/users/me")), Outcome::Allowed);
+        }
+        // bob disabled at NOW - 1 (tokens issued up to then), carol's one token revoked.
+        let page = format!(
+            r#"{{"feed":"f","cursor":2,"reset":true,"entries":[
+                {{"sub":"bob","iat_before":{},"until":{}}},{{"jti":"c1","until":{}}}]}}"#,
+            NOW - 1 + 1,
+            NOW + 600,
+            NOW + 600
+        );
+        revocations.set = RevocationSet::default().apply(page.as_bytes(), NOW, 10).unwrap();
+        runtime.revocations = Some(revocations.clone());
+        let cases = [
+            (&bob_old, "/users/me", Outcome::Denied(Reason::Revoked)),
+            (&bob_old, "/users/1", Outcome::Denied(Reason::Revoked)),
+            (&bob_new, "/users/me", Outcome::Allowed),
+            (&alice, "/users/me", Outcome::Allowed),
+            (&carol, "/users/me", Outcome::Denied(Reason::Revoked)),
+        ];
+        for (token, path, want) in cases {
+            assert_eq!(outcome(run(&mut runtime, token, path)), want, "{path}");
+        }
+        assert!(runtime.cache.hits >= 4, "the revoked ones came from the cache");
+        let d = run(&mut runtime, &bob_old, "/users/me").unwrap_err();
+        assert_eq!(d.status, 401);
+        assert_eq!(
+            d.www_authenticate.as_deref(),
+            Some(r#"Bearer realm="gatehouse", error="invalid_token", error_description="the token has been revoked""#)
+        );
+        // Public routes do not look at tokens at all.
+        assert_eq!(outcome(run(&mut runtime, &bob_old, "/healthz")), Outcome::AllowedPublic);
+
+        // Bounded staleness: once the set is too old, tokens get 503, not a guess.
+        runtime.revocations = Some(Revocations::new(NOW - 31, Some(30)));
+        let d = run(&mut runtime, &alice, "/users/me").unwrap_err();
+        assert_eq!((d.reason, d.status, d.retry_after), (Reason::RevocationStale, 503, Some(5)));
+        assert_eq!(outcome(run(&mut runtime, &alice, "/healthz")), Outcome::AllowedPublic);
+        runtime.revocations = Some(Revocations::new(NOW - 30, Some(30)));
+        assert_eq!(outcome(run(&mut runtime, &alice, "/users/me")), Outcome::Allowed);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Host side of the remote JWKS (see `jwks_sync` for the plan): shared data, leases,
-//! the HTTP callout to the cluster, and adopting a new document.
+//! the HTTP callout to the cluster, and adopting a new document. The callout and lease
+//! helpers serve the revocation feed too.
 
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -70,48 +71,76 @@ pub fn try_lease(key: &str, now: i64, seconds: i64) -> bool {
     hostcalls::set_shared_data(key, Some(&until), cas).is_ok()
 }
 
-/// Starts `GET path` on the cluster; the answer arrives in `on_http_call_response`.
+/// Starts the JWKS fetch; the answer arrives in `on_http_call_response`.
 pub fn dispatch(remote: &RemoteJwks) -> Option<u32> {
-    let headers = vec![
-        (":method", "GET"),
-        (":path", remote.path.as_str()),
-        (":authority", remote.authority.as_str()),
-        ("accept", "application/json"),
-    ];
-    match hostcalls::dispatch_http_call(
-        &remote.cluster,
-        headers,
-        None,
-        vec![],
-        Duration::from_millis(remote.timeout_ms),
-    ) {
-        Ok(token) => Some(token),
-        Err(e) => {
-            warn!(
-                "gatehouse: cannot fetch the JWKS from cluster {}: {e:?}",
-                remote.cluster
-            );
-            None
+    let call = Callout {
+        what: "the JWKS",
+        cluster: &remote.cluster,
+        path: &remote.path,
+        authority: &remote.authority,
+        timeout_ms: remote.timeout_ms,
+    };
+    call.start()
+}
+
+/// One `GET` to a cluster, and what it is for (in log lines).
+pub struct Callout<'a> {
+    pub what: &'a str,
+    pub cluster: &'a str,
+    pub path: &'a str,
+    pub authority: &'a str,
+    pub timeout_ms: u64,
+}
+
+impl Callout<'_> {
+    /// Starts the request; the answer arrives in `on_http_call_response`.
+    pub fn start(&self) -> Option<u32> {
+        let headers = vec![
+            (":method", "GET"),
+            (":path", self.path),
+            (":authority", self.authority),
+            ("accept", "application/json"),
+        ];
+        match hostcalls::dispatch_http_call(
+            self.cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(self.timeout_ms),
+        ) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                warn!("gatehouse: cannot fetch {} from cluster {}: {e:?}", self.what, self.cluster);
+                None
+            }
         }
     }
 }
 
-/// The body of a 200 answer to the callout, if it is not too large.
+/// The body of a 200 answer to the JWKS callout, if it is not too large.
 pub fn response_body(body_size: usize) -> Option<Vec<u8>> {
+    callout_body("the JWKS", body_size, MAX_JWKS_BYTES)
+}
+
+/// The body of a 200 answer to a callout for `what`, if it is at most `max` bytes.
+pub fn callout_body(what: &str, body_size: usize, max: usize) -> Option<Vec<u8>> {
     let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten();
     if status.as_deref() != Some(b"200".as_slice()) {
         warn!(
-            "gatehouse: the JWKS fetch answered {}",
+            "gatehouse: fetching {what} answered {}",
             status.map_or("nothing (unreachable?)".into(), |s| String::from_utf8_lossy(&s)
                 .into_owned())
         );
         return None;
     }
-    if body_size > MAX_JWKS_BYTES {
-        warn!("gatehouse: the JWKS is larger than {MAX_JWKS_BYTES} bytes");
+    if body_size > max {
+        warn!("gatehouse: {what} is larger than {max} bytes");
         return None;
+    }
+    if body_size == 0 {
+        return Some(Vec::new());
     }
     hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
         .ok()

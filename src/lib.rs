@@ -15,6 +15,7 @@ pub mod jwks_sync;
 pub mod keys;
 pub mod path;
 pub mod policy;
+pub mod revocation;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]
@@ -23,6 +24,8 @@ mod fetch;
 mod http;
 #[cfg(target_arch = "wasm32")]
 mod metrics;
+#[cfg(target_arch = "wasm32")]
+mod revocation_poll;
 #[cfg(target_arch = "wasm32")]
 mod root;
 

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub jwks_fetch_ok: u32,
     pub jwks_fetch_failed: u32,
     pub jwks_refetch_unknown_kid: u32,
+    /// Revocation feed polls, and the polls that changed the set.
+    pub revocation_poll_ok: u32,
+    pub revocation_poll_failed: u32,
+    pub revocation_updates: u32,
     /// Per-outcome counts not yet sent, then cache hits and misses already sent.
     pending: RefCell<Vec<u64>>,
     sent_cache: RefCell<(u64, u64)>,
@@ -44,6 +48,10 @@ impl Metrics {
                 "gatehouse.jwks.refetch_unknown_kid",
             )
             .ok()?,
+            revocation_poll_ok: define_metric(MetricType::Counter, "gatehouse.revocation.poll_ok").ok()?,
+            revocation_poll_failed: define_metric(MetricType::Counter, "gatehouse.revocation.poll_failed")
+                .ok()?,
+            revocation_updates: define_metric(MetricType::Counter, "gatehouse.revocation.updates").ok()?,
             sent_cache: RefCell::new((0, 0)),
         })
     }

@@ -1,5 +1,5 @@
 //! Root context: compiles the configuration once and hands it to every request; keeps
-//! a remote JWKS fresh; flushes the counters once a second.
+//! a remote JWKS and the revocation set fresh; flushes the counters on its tick.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -15,6 +15,8 @@ use crate::fetch;
 use crate::http::GatehouseHttp;
 use crate::jwks_sync::{due, SharedKeys};
 use crate::metrics::Metrics;
+use crate::revocation::Revocations;
+use crate::revocation_poll::{self, FeedKeys};
 
 /// What every HTTP context of this worker shares.
 pub struct Shared {
@@ -25,6 +27,10 @@ pub struct Shared {
     pub jwks_keys: Option<SharedKeys>,
     /// The CAS of the shared JWKS document this worker last installed.
     pub jwks_seen: RefCell<Option<u32>>,
+    /// Shared-data keys of the revocation feed, if revocation is on.
+    pub revocation_keys: Option<FeedKeys>,
+    /// The CAS of the shared revocation set this worker last adopted.
+    pub revocation_seen: RefCell<Option<u32>>,
 }
 
 #[derive(Default)]
@@ -32,6 +38,8 @@ pub struct GatehouseRoot {
     shared: Option<Rc<Shared>>,
     /// The callout of a scheduled JWKS fetch, while it runs.
     pending_fetch: Option<u32>,
+    /// The callout of a revocation poll, while it runs.
+    pending_poll: Option<u32>,
 }
 
 impl GatehouseRoot {
@@ -68,16 +76,31 @@ impl GatehouseRoot {
             }
         }
     }
+
+    /// Adopts a newer shared revocation set; polls the feed if due and no one else is.
+    fn sync_revocations(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        let (Some(feed), Some(keys)) = (&shared.policy.revocation, &shared.revocation_keys) else {
+            return;
+        };
+        let fresh_at = revocation_poll::adopt_shared(&shared, feed, keys);
+        if self.pending_poll.is_none() {
+            self.pending_poll = revocation_poll::poll_if_due(&shared, feed, keys, fresh_at);
+        }
+    }
 }
 
 impl Context for GatehouseRoot {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        if self.pending_fetch != Some(token_id) {
-            return;
-        }
-        self.pending_fetch = None;
-        if let Some(shared) = &self.shared {
+        let Some(shared) = &self.shared else { return };
+        if self.pending_fetch == Some(token_id) {
+            self.pending_fetch = None;
             fetch::handle_response(shared, body_size);
+        } else if self.pending_poll == Some(token_id) {
+            self.pending_poll = None;
+            if let (Some(feed), Some(keys)) = (&shared.policy.revocation, &shared.revocation_keys) {
+                revocation_poll::handle_response(shared, feed, keys, body_size);
+            }
         }
     }
 
@@ -103,37 +126,54 @@ impl RootContext for GatehouseRoot {
             return false;
         };
         info!(
-            "gatehouse: configured: issuer {}, {} rule(s), token cache {}{}",
+            "gatehouse: configured: issuer {}, {} rule(s), token cache {}{}{}",
             policy.token.issuer,
             policy.routes.rules.len(),
             policy.token_cache_entries,
             policy.jwks_remote.as_ref().map_or(String::new(), |r| format!(
                 ", JWKS from cluster {} {}",
                 r.cluster, r.path
+            )),
+            policy.revocation.as_ref().map_or(String::new(), |r| format!(
+                ", revocation feed from cluster {} {} every {} s",
+                r.cluster, r.path, r.poll_seconds
             ))
         );
-        let runtime = RefCell::new(Runtime::new(
-            policy.inline_keys.clone(),
-            policy.token_cache_entries,
-        ));
-        // Counters reach Envoy once a second (metrics.rs); a remote JWKS is checked as often.
-        self.set_tick_period(Duration::from_secs(1));
+        let mut runtime = Runtime::new(policy.inline_keys.clone(), policy.token_cache_entries);
+        runtime.revocations = policy
+            .revocation
+            .as_ref()
+            .map(|feed| Revocations::new(fetch::now(), feed.max_stale_seconds));
+        let runtime = RefCell::new(runtime);
+        // Counters reach Envoy on this tick (metrics.rs), a remote JWKS is checked as
+        // often, and revocation is looked at four times per poll interval (at most once
+        // a second), so a change reaches every worker within 1.5 intervals.
+        let tick_ms = policy
+            .revocation
+            .as_ref()
+            .map_or(1000, |feed| (feed.poll_seconds.saturating_mul(250)).clamp(250, 1000));
+        self.set_tick_period(Duration::from_millis(u64::try_from(tick_ms).unwrap_or(1000)));
         self.flush();
         let jwks_keys = policy.jwks_remote.as_ref().map(SharedKeys::new);
+        let revocation_keys = policy.revocation.as_ref().map(FeedKeys::new);
         self.shared = Some(Rc::new(Shared {
             policy,
             metrics,
             runtime,
             jwks_keys,
             jwks_seen: RefCell::new(None),
+            revocation_keys,
+            revocation_seen: RefCell::new(None),
         }));
         self.pending_fetch = None;
+        self.pending_poll = None;
         true
     }
 
     fn on_tick(&mut self) {
         self.flush();
         self.sync_jwks();
+        self.sync_revocations();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -38,6 +38,15 @@ pub struct VerifiedToken {
     pub expires_at: i64,
     /// `nbf`, unix seconds.
     pub not_before: Option<i64>,
+    /// `iat`, unix seconds: revocation of a subject covers the tokens issued before it.
+    pub issued_at: Option<i64>,
+}
+
+impl VerifiedToken {
+    /// `jti`, when it is a string: the id a single token is revoked by.
+    pub fn token_id(&self) -> Option<&str> {
+        claims::string_claim(&self.claims, "jti").ok()
+    }
 }
 
 impl VerifiedToken {
@@ -83,6 +92,7 @@ pub fn verify(policy: &TokenPolicy, keys: &KeySet, token: &str, now: i64) -> Res
     check_time(claims, policy, now)?;
     let expires_at = claims.expiration.map_or(now, |t| t.timestamp());
     let not_before = claims.not_before.map(|t| t.timestamp());
+    let issued_at = claims.issued_at.map(|t| t.timestamp());
 
     let custom = &claims.custom;
     match claims::string_claim(custom, "iss") {
@@ -111,6 +121,7 @@ pub fn verify(policy: &TokenPolicy, keys: &KeySet, token: &str, now: i64) -> Res
         claims: verified.into_parts().1.custom,
         expires_at,
         not_before,
+        issued_at,
     })
 }
 

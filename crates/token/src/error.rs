@@ -1,4 +1,5 @@
-//! Every failure of the token endpoint, as RFC 6749 §5.2 JSON.
+//! Every failure of the HTTP API: RFC 6749 §5.2 JSON for the token and revocation
+//! endpoints, RFC 6750 §3 challenges for the admin API's bearer tokens.
 
 use std::time::Duration;
 
@@ -6,6 +7,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use tracing::error;
+
+use crate::store::StoreError;
+
+/// The realm of every `WWW-Authenticate` challenge, as the filter's default.
+pub const REALM: &str = "gatehouse";
 
 /// The one error type of the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +26,15 @@ pub enum ApiError {
     /// A refresh token that cannot be used: 400 `invalid_grant`.
     InvalidGrant(&'static str),
     UnsupportedGrantType,
+    /// No bearer token where one is required: 401 with a bare challenge.
+    MissingToken,
+    /// A bearer token that is not ours, expired, revoked, or whose user is gone or
+    /// disabled: one answer for all, 401 `invalid_token`.
+    InvalidToken,
+    /// A valid bearer token without the role named here: 403 `insufficient_scope`.
+    InsufficientScope(String),
+    /// 404 `not_found`.
+    NotFound(&'static str),
     /// Too many failed logins: 429.
     RateLimited(Duration),
     /// Too many hashes queued: 503.
@@ -29,8 +45,8 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, error, description, retry_after) = match self {
-            ApiError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", d, None),
+        let (status, error, description, retry_after) = match &self {
+            ApiError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", *d, None),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
@@ -43,24 +59,43 @@ impl IntoResponse for ApiError {
                 "Incorrect username or password",
                 None,
             ),
-            ApiError::InvalidGrant(d) => (StatusCode::BAD_REQUEST, "invalid_grant", d, None),
+            ApiError::InvalidGrant(d) => (StatusCode::BAD_REQUEST, "invalid_grant", *d, None),
             ApiError::UnsupportedGrantType => (
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 "grant_type must be password or refresh_token",
                 None,
             ),
+            ApiError::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a Bearer token is required",
+                None,
+            ),
+            ApiError::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the token is invalid, expired or revoked",
+                None,
+            ),
+            ApiError::InsufficientScope(_) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the token lacks a required role",
+                None,
+            ),
+            ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not_found", *d, None),
             ApiError::RateLimited(after) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "temporarily_unavailable",
                 "too many failed logins, retry later",
-                Some(after),
+                Some(*after),
             ),
             ApiError::Busy(after) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 "the service is busy, retry later",
-                Some(after),
+                Some(*after),
             ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,6 +103,19 @@ impl IntoResponse for ApiError {
                 "internal error",
                 None,
             ),
+        };
+        let challenge = match &self {
+            // As the FastAPI guide answers, and RFC 6749 §5.2 allows with 401.
+            ApiError::BadCredentials => Some("Bearer".to_string()),
+            // RFC 6750 §3.1: no error code when no credentials were presented.
+            ApiError::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
+            ApiError::InvalidToken => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"{error}\", error_description=\"{description}\""
+            )),
+            ApiError::InsufficientScope(role) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"{error}\", error_description=\"{description}\", scope=\"{role}\""
+            )),
+            _ => None,
         };
         let mut response = (
             status,
@@ -77,9 +125,8 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        if self == ApiError::BadCredentials {
-            // As the FastAPI guide answers, and RFC 6749 §5.2 allows with 401.
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, v);
         }
         if let Some(after) = retry_after {
             let secs = after.as_secs().max(1);
@@ -89,4 +136,10 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A store failure as the client sees it: 500, the cause only in the log.
+pub fn internal(e: StoreError) -> ApiError {
+    error!(error = %e, "store failure");
+    ApiError::Internal
 }

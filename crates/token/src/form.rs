@@ -3,9 +3,51 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::{to_bytes, Body};
+use axum::http::{header, HeaderMap};
 use percent_encoding::percent_decode;
 
+use crate::app::TOKEN_BODY_LIMIT;
 use crate::error::ApiError;
+
+/// The form of a POST to `/token`, `/revoke` or `/admin/revoke`. Everything that can
+/// be refused cheaply is: parameters in the query string (which proxies log), another
+/// content type, a body over the limit, a repeated parameter, invalid UTF-8 or NUL.
+pub async fn read(
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    if query.is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::InvalidRequest(
+            "parameters must be in the request body, not the query string",
+        ));
+    }
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form_type {
+        return Err(ApiError::InvalidRequest(
+            "content type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let body = to_bytes(body, TOKEN_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::TooLarge)?;
+    parse(&body)
+}
+
+/// A required parameter, non-empty and at most `max` bytes.
+pub fn required<'p>(params: &'p BTreeMap<String, String>, name: &str, max: usize) -> Result<&'p str, ApiError> {
+    match params.get(name) {
+        None => Err(ApiError::InvalidRequest("a required parameter is missing")),
+        Some(v) if v.is_empty() => Err(ApiError::InvalidRequest("a required parameter is empty")),
+        Some(v) if v.len() > max => Err(ApiError::InvalidRequest("a parameter is too long")),
+        Some(v) => Ok(v),
+    }
+}
 
 /// Parameters by name, each present once.
 pub fn parse(body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {

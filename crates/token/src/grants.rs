@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -18,8 +18,9 @@ use serde_json::json;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
-use crate::app::{unix_now, AppState, TOKEN_BODY_LIMIT};
-use crate::error::ApiError;
+use crate::app::{unix_now, AppState};
+use crate::error::{internal, ApiError};
+use crate::form::required;
 use crate::issue::{random_token, refresh_hash};
 use crate::passwords::MAX_PASSWORD_BYTES;
 use crate::store::{Rotation, User};
@@ -39,40 +40,12 @@ pub async fn token(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if query.is_some_and(|q| !q.is_empty()) {
-        return Err(ApiError::InvalidRequest(
-            "parameters must be in the request body, not the query string",
-        ));
-    }
-    let form_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    if !form_type {
-        return Err(ApiError::InvalidRequest(
-            "content type must be application/x-www-form-urlencoded",
-        ));
-    }
-    let body = to_bytes(body, TOKEN_BODY_LIMIT)
-        .await
-        .map_err(|_| ApiError::TooLarge)?;
-    let params = form::parse(&body)?;
+    let params = form::read(query, &headers, body).await?;
     match params.get("grant_type").map(String::as_str) {
         None | Some("") => Err(ApiError::InvalidRequest("grant_type is required")),
         Some("password") => password_grant(&state, client_address(&state, &headers, peer), params).await,
         Some("refresh_token") => refresh_grant(&state, params).await,
         Some(_) => Err(ApiError::UnsupportedGrantType),
-    }
-}
-
-/// A required parameter, non-empty and at most `max` bytes.
-fn required<'p>(params: &'p BTreeMap<String, String>, name: &str, max: usize) -> Result<&'p str, ApiError> {
-    match params.get(name) {
-        None => Err(ApiError::InvalidRequest("a required parameter is missing")),
-        Some(v) if v.is_empty() => Err(ApiError::InvalidRequest("a required parameter is empty")),
-        Some(v) if v.len() > max => Err(ApiError::InvalidRequest("a parameter is too long")),
-        Some(v) => Ok(v),
     }
 }
 
@@ -273,9 +246,4 @@ fn rehash_later(state: &AppState, user_id: i64, old: String, password: Zeroizing
             ),
         }
     });
-}
-
-fn internal(e: crate::store::StoreError) -> ApiError {
-    error!(error = %e, "store failure");
-    ApiError::Internal
 }

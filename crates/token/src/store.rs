@@ -1,5 +1,5 @@
-//! Users and refresh tokens in SQLite (WAL, `synchronous=FULL`, foreign keys on),
-//! with embedded migrations. The [`User`] that leaves this module never carries the
+//! Users, refresh tokens and revocations in SQLite (WAL, `synchronous=FULL`, foreign
+//! keys on), with embedded migrations. The [`User`] that leaves this module never carries the
 //! password hash; only [`Store::credentials`] returns it, for verification.
 
 use std::path::Path;
@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+
+mod revocations;
+pub use revocations::{FeedPage, Revoked};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +25,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt roles in the database: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("corrupt revocation entry {0} in the database")]
+    CorruptRevocation(i64),
 }
 
 /// A user as the rest of the service sees it: no password hash.
@@ -172,15 +177,45 @@ impl Store {
         Ok(())
     }
 
-    /// Disables (revoking every refresh token) or enables a user.
-    pub async fn set_disabled(&self, username: &str, disabled: bool, now: i64) -> Result<(), StoreError> {
+    /// Disables or enables a user. Disabling also revokes every token of the user, in
+    /// the same transaction: the refresh tokens here, the access tokens at the edge (a
+    /// `sub` revocation covering the longest an access token lives, `access_ttl_seconds`).
+    /// Enabling revives none of them.
+    pub async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: i64,
+        access_ttl_seconds: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = update_user(&mut tx, SET_DISABLED, username, disabled, now).await?;
         if disabled {
             revoke_user_tokens(&mut tx, id, now).await?;
+            revocations::revoke_subject(&mut tx, username, now, access_ttl_seconds).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Revokes every token issued to the user until now, without disabling them: a
+    /// "log out everywhere". Returns the user.
+    pub async fn revoke_user(&self, username: &str, now: i64, access_ttl_seconds: i64) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A write first, so the transaction holds the write lock from its start (a read
+        // first could not later upgrade if another writer committed meanwhile).
+        revocations::revoke_subject(&mut tx, username, now, access_ttl_seconds).await?;
+        let row = sqlx::query(
+            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?;
+        // Dropping the transaction rolls the revocation back.
+        let user = user_from_row(&row.ok_or_else(|| StoreError::NoSuchUser(username.to_string()))?)?;
+        revoke_user_tokens(&mut tx, user.id, now).await?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     pub async fn set_roles(&self, username: &str, roles: &[String], now: i64) -> Result<(), StoreError> {
@@ -286,6 +321,28 @@ impl Store {
         tx.commit().await?;
         let scope = scope.map(|s| serde_json::from_str(&s)).transpose()?;
         Ok(Rotation::Rotated { user, scope })
+    }
+
+    /// Revokes the whole family of the refresh token `token_hash` (RFC 7009 §2.1: the
+    /// grant it belongs to). Whether the token is one of ours.
+    pub async fn revoke_refresh_family(&self, token_hash: &[u8], now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ?
+             WHERE revoked_at IS NULL AND family = (SELECT family FROM refresh_tokens WHERE token_hash = ?)",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        // Nothing left to revoke: known (already revoked) or not ours at all.
+        let known = sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(known.is_some())
     }
 
     /// Deletes refresh tokens that can no longer be used.

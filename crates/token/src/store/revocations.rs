@@ -1,0 +1,218 @@
+//! Revocation entries for the edge and the feed that serves them.
+//!
+//! An entry revokes either every token of a user issued before a second (`sub`,
+//! `iat_before`) or one token (`jti`). Each lives `until` the last token it covers
+//! has expired, then is purged. Every insert or update takes the next change number
+//! (`seq`), so a poller asks for "everything after my cursor".
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError, Tx};
+
+/// One entry as the feed serves it; the field names are the filter's contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Revoked {
+    /// Every token of `sub` whose `iat` is before `iat_before`.
+    Subject { sub: String, iat_before: i64, until: i64 },
+    /// The token with this `jti`.
+    Token { jti: String, until: i64 },
+}
+
+/// One answer of the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeedPage {
+    /// This database's feed; a cursor is only meaningful with the feed it came from.
+    pub feed: String,
+    /// The change number to ask from next time.
+    pub cursor: u64,
+    /// The poller must replace what it holds with `entries` (its cursor is from another
+    /// feed, from the future, or absent): `entries` is then every live entry.
+    pub reset: bool,
+    pub entries: Vec<Revoked>,
+}
+
+impl Store {
+    /// Revokes the access token `jti` until `until` (its `exp`).
+    pub async fn revoke_jti(&self, jti: &str, until: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let seq = next_seq(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO revocations (seq, kind, value, until) VALUES (?, 'jti', ?, ?)
+             ON CONFLICT (kind, value) DO UPDATE SET seq = excluded.seq, until = MAX(until, excluded.until)",
+        )
+        .bind(seq)
+        .bind(jti)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether the access token (`sub`, `jti`, `iat`) is revoked, as the filter would
+    /// decide from the feed.
+    pub async fn is_revoked(&self, sub: &str, jti: &str, iat: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 FROM revocations
+             WHERE (kind = 'jti' AND value = ?) OR (kind = 'sub' AND value = ? AND iat_before > ?)",
+        )
+        .bind(jti)
+        .bind(sub)
+        .bind(iat)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// The entries changed after `since` that still cover a live token at `now`, or all
+    /// of them (`reset`) when the cursor cannot be trusted.
+    pub async fn revocations_since(
+        &self,
+        since: Option<u64>,
+        feed: Option<&str>,
+        now: i64,
+    ) -> Result<FeedPage, StoreError> {
+        // One read transaction: the cursor and the entries come from the same snapshot.
+        let mut tx = self.pool.begin().await?;
+        let head = sqlx::query("SELECT feed, seq FROM revocation_feed WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let ours: String = head.try_get("feed")?;
+        let cursor = u64::try_from(head.try_get::<i64, _>("seq")?).unwrap_or(0);
+        let reset = needs_reset(since, feed, &ours, cursor);
+        let after = if reset { 0 } else { since.unwrap_or(0) };
+        let rows = sqlx::query(
+            "SELECT id, kind, value, iat_before, until FROM revocations WHERE seq > ? AND until >= ? ORDER BY seq",
+        )
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let entries = rows.iter().map(entry_from_row).collect::<Result<_, _>>()?;
+        Ok(FeedPage {
+            feed: ours,
+            cursor,
+            reset,
+            entries,
+        })
+    }
+
+    /// Deletes the entries that cover no live token any more.
+    pub async fn purge_revocations(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM revocations WHERE until < ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Revokes every token of `sub` issued until `now` (inclusive: `iat` has one-second
+/// resolution, so a token of this very second may predate the revocation). An
+/// existing entry only ever widens: the later `iat_before`, the later `until`.
+pub(super) async fn revoke_subject(
+    tx: &mut Tx<'_>,
+    sub: &str,
+    now: i64,
+    access_ttl_seconds: i64,
+) -> Result<(), StoreError> {
+    let seq = next_seq(tx).await?;
+    sqlx::query(
+        "INSERT INTO revocations (seq, kind, value, iat_before, until) VALUES (?, 'sub', ?, ?, ?)
+         ON CONFLICT (kind, value) DO UPDATE SET seq = excluded.seq,
+             iat_before = MAX(iat_before, excluded.iat_before), until = MAX(until, excluded.until)",
+    )
+    .bind(seq)
+    .bind(sub)
+    .bind(now.saturating_add(1))
+    .bind(now.saturating_add(access_ttl_seconds))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Takes the next change number. It is the first write of its transaction, so SQLite's
+/// single writer hands the numbers out in commit order: a poller never sees a number
+/// while a smaller one is still uncommitted.
+async fn next_seq(tx: &mut Tx<'_>) -> Result<i64, StoreError> {
+    let row = sqlx::query("UPDATE revocation_feed SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get("seq")?)
+}
+
+/// Whether a poller at `since` of feed `feed` must start over: it has no cursor, a
+/// cursor of another feed, or one this feed has not reached.
+fn needs_reset(since: Option<u64>, feed: Option<&str>, ours: &str, cursor: u64) -> bool {
+    match (since, feed) {
+        (Some(since), Some(feed)) => feed != ours || since > cursor,
+        _ => true,
+    }
+}
+
+fn entry_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Revoked, StoreError> {
+    let id: i64 = r.try_get("id")?;
+    let kind: String = r.try_get("kind")?;
+    let value: String = r.try_get("value")?;
+    let until: i64 = r.try_get("until")?;
+    match (kind.as_str(), r.try_get::<Option<i64>, _>("iat_before")?) {
+        ("sub", Some(iat_before)) => Ok(Revoked::Subject {
+            sub: value,
+            iat_before,
+            until,
+        }),
+        ("jti", None) => Ok(Revoked::Token { jti: value, until }),
+        _ => Err(StoreError::CorruptRevocation(id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_is_trusted_only_from_this_feed_and_not_ahead_of_it() {
+        let cases: &[(Option<u64>, Option<&str>, bool)] = &[
+            (Some(0), Some("f1"), false),
+            (Some(7), Some("f1"), false),
+            (Some(12), Some("f1"), false),
+            (Some(13), Some("f1"), true),
+            (Some(u64::MAX), Some("f1"), true),
+            (Some(7), Some("f2"), true),
+            (Some(7), Some(""), true),
+            (Some(7), None, true),
+            (None, Some("f1"), true),
+            (None, None, true),
+        ];
+        for &(since, feed, reset) in cases {
+            assert_eq!(needs_reset(since, feed, "f1", 12), reset, "{since:?} {feed:?}");
+        }
+    }
+
+    #[test]
+    fn entries_serialise_as_the_filter_reads_them() {
+        let page = FeedPage {
+            feed: "f1".into(),
+            cursor: 12,
+            reset: false,
+            entries: vec![
+                Revoked::Subject {
+                    sub: "bob".into(),
+                    iat_before: 1_764_100_001,
+                    until: 1_764_101_801,
+                },
+                Revoked::Token {
+                    jti: "abc".into(),
+                    until: 1_764_101_800,
+                },
+            ],
+        };
+        assert_eq!(
+            serde_json::to_string(&page).unwrap(),
+            r#"{"feed":"f1","cursor":12,"reset":false,"entries":[{"sub":"bob","iat_before":1764100001,"until":1764101801},{"jti":"abc","until":1764101800}]}"#
+        );
+    }
+}
