@@ -135,7 +135,32 @@ call -H "x_auth_sub: root" "$base/healthz"
 expect_status 400
 
 echo
-echo "== 10. Every decision is counted in Envoy's stats"
+echo "== 10. alice (admin) disables bob: within seconds his token stops working at the edge"
+TOKEN_NAME=ALICE call -X POST -H "Authorization: Bearer $ALICE" "$base/admin/users/bob/disable"
+expect_status 200
+expect_field disabled true
+started=$(date +%s%N)
+for _ in $(seq 1 150); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BOB" "$base/users/me")" = 401 ] && break
+  sleep 0.1
+done
+echo "(bob's token was refused $(( ($(date +%s%N) - started) / 1000000 )) ms after the disable answered)"
+TOKEN_NAME=BOB call -H "Authorization: Bearer $BOB" "$base/users/me"
+expect_status 401
+expect_header 'www-authenticate: Bearer realm="gatehouse", error="invalid_token", error_description="the token has been revoked"'
+call -d grant_type=password -d username=bob -d password=bob-demo-pass "$base/token"
+expect_status 401
+TOKEN_NAME=ALICE call -H "Authorization: Bearer $ALICE" "$base/users/me"
+expect_status 200
+echo
+echo "(bob is enabled again so the demo can run again; his old token stays revoked)"
+TOKEN_NAME=ALICE call -X POST -H "Authorization: Bearer $ALICE" "$base/admin/users/bob/enable"
+expect_status 200
+TOKEN_NAME=BOB call -H "Authorization: Bearer $BOB" "$base/users/me" >/dev/null
+expect_status 401
+
+echo
+echo "== 11. Every decision is counted in Envoy's stats"
 echo
 echo "\$ curl -s '$admin/stats?filter=wasmcustom.gatehouse' | grep -v ': 0\$'"
 # The filter flushes its counts to Envoy once a second.
@@ -150,6 +175,7 @@ grep -v ': 0$' "$tmp/stats" || true
 grep -q '^wasmcustom.gatehouse.allowed.token: [1-9]' "$tmp/stats" || fail "allowed.token did not move"
 grep -q '^wasmcustom.gatehouse.denied.forbidden: [1-9]' "$tmp/stats" || fail "denied.forbidden did not move"
 grep -q '^wasmcustom.gatehouse.denied.missing_token: [1-9]' "$tmp/stats" || fail "denied.missing_token did not move"
+grep -q '^wasmcustom.gatehouse.denied.revoked: [1-9]' "$tmp/stats" || fail "denied.revoked did not move"
 
 echo
 echo "walk-through: every step answered as expected"

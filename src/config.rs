@@ -124,6 +124,8 @@ struct RawRule {
     prefix: Option<String>,
     methods: Option<Vec<String>>,
     require: RawRequire,
+    #[serde(default)]
+    forward_authorization: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -576,6 +578,7 @@ fn compile_rule(raw: &RawRule, field: &str) -> Result<Rule, ConfigError> {
         pattern,
         methods,
         require: compile_require(&raw.require, &format!("{field}.require"))?,
+        forward_authorization: raw.forward_authorization,
     })
 }
 
@@ -851,7 +854,10 @@ mod tests {
         ))
         .unwrap();
         let r = p.revocation.unwrap();
-        assert_eq!((r.path.as_str(), r.authority.as_str()), ("/feed", "auth.internal"));
+        assert_eq!(
+            (r.path.as_str(), r.authority.as_str()),
+            ("/feed", "auth.internal")
+        );
         assert_eq!((r.poll_seconds, r.max_stale_seconds), (5, Some(10)));
     }
 

@@ -293,7 +293,8 @@ pub fn decide<'a>(
     let Ok(path) = canonical_path(path) else {
         return deny(Reason::AmbiguousPath);
     };
-    let requirements = policy.routes.requirements(&path, &methods);
+    let matched = policy.routes.lookup(&path, &methods);
+    let requirements: Vec<&Requirement> = matched.iter().map(|m| m.require).collect();
     if requirements.contains(&&Requirement::Deny) {
         return deny(Reason::Closed);
     }
@@ -341,7 +342,8 @@ pub fn decide<'a>(
         None => return deny(Reason::Unforwardable),
     };
     let mut remove = spoofed_identity(policy, headers, &set);
-    if !policy.forward.authorization {
+    let keep_authorization = policy.forward.authorization || matched.iter().all(|m| m.forward_authorization);
+    if !keep_authorization {
         remove.push("authorization");
     }
     Decision::Allow {
@@ -895,6 +897,27 @@ mod tests {
             panic!("denied")
         };
         assert!(remove.is_empty() && set.is_empty());
+
+        // Per rule: kept only when every reading of the request lands on such a rule.
+        let json = r#"{"issuer":"https://gatehouse.test","algorithms":["HS256"],"hmac_secret":{"env":"K"},
+                       "forward":{"claims":{}},
+                       "rules":[{"prefix":"/admin","require":"authenticated","forward_authorization":true},
+                                {"path":"/Admin/x","require":"authenticated"}]}"#;
+        let policy = compile(json.as_bytes(), |_| Some(SECRET.to_string())).unwrap();
+        let removed = |path: &[u8]| match decide(
+            &policy,
+            &mut Runtime::new(Rc::default(), 0),
+            b"POST",
+            path,
+            &headers,
+            NOW,
+        ) {
+            Decision::Allow { remove, .. } => remove.contains(&"authorization"),
+            Decision::Deny(d) => panic!("{d:?}"),
+        };
+        assert!(!removed(b"/admin/users/bob/disable"));
+        assert!(removed(b"/users/me"), "no_match never forwards it");
+        assert!(removed(b"/Admin/x"), "one reading is a rule without the flag");
     }
 
     fn bearer_pair(token: &str) -> (&'static str, &'static str) {
@@ -984,16 +1007,27 @@ mod tests {
         assert_eq!(d.status, 401);
         assert_eq!(
             d.www_authenticate.as_deref(),
-            Some(r#"Bearer realm="gatehouse", error="invalid_token", error_description="the token has been revoked""#)
+            Some(
+                r#"Bearer realm="gatehouse", error="invalid_token", error_description="the token has been revoked""#
+            )
         );
         // Public routes do not look at tokens at all.
-        assert_eq!(outcome(run(&mut runtime, &bob_old, "/healthz")), Outcome::AllowedPublic);
+        assert_eq!(
+            outcome(run(&mut runtime, &bob_old, "/healthz")),
+            Outcome::AllowedPublic
+        );
 
         // Bounded staleness: once the set is too old, tokens get 503, not a guess.
         runtime.revocations = Some(Revocations::new(NOW - 31, Some(30)));
         let d = run(&mut runtime, &alice, "/users/me").unwrap_err();
-        assert_eq!((d.reason, d.status, d.retry_after), (Reason::RevocationStale, 503, Some(5)));
-        assert_eq!(outcome(run(&mut runtime, &alice, "/healthz")), Outcome::AllowedPublic);
+        assert_eq!(
+            (d.reason, d.status, d.retry_after),
+            (Reason::RevocationStale, 503, Some(5))
+        );
+        assert_eq!(
+            outcome(run(&mut runtime, &alice, "/healthz")),
+            Outcome::AllowedPublic
+        );
         runtime.revocations = Some(Revocations::new(NOW - 30, Some(30)));
         assert_eq!(outcome(run(&mut runtime, &alice, "/users/me")), Outcome::Allowed);
     }

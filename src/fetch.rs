@@ -110,7 +110,10 @@ impl Callout<'_> {
         ) {
             Ok(token) => Some(token),
             Err(e) => {
-                warn!("gatehouse: cannot fetch {} from cluster {}: {e:?}", self.what, self.cluster);
+                warn!(
+                    "gatehouse: cannot fetch {} from cluster {}: {e:?}",
+                    self.what, self.cluster
+                );
                 None
             }
         }

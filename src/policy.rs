@@ -67,6 +67,17 @@ pub struct Rule {
     /// Upper-case methods; `None` matches any. A rule for `GET` also covers `HEAD`.
     pub methods: Option<Vec<String>>,
     pub require: Requirement,
+    /// Keep the `Authorization` header upstream on this rule's requests (for an
+    /// upstream that checks the token itself, such as the token service's admin API).
+    pub forward_authorization: bool,
+}
+
+/// What applies to a request under one reading of it: the rule's requirement and
+/// whether it keeps `Authorization` (never for `no_match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched<'r> {
+    pub require: &'r Requirement,
+    pub forward_authorization: bool,
 }
 
 /// Headers by which common frameworks let a request claim another method.
@@ -88,6 +99,14 @@ impl Routes {
     /// without duplicates. `path` is canonical (see [`crate::path::canonical_path`]),
     /// `methods` are the canonical method and any override.
     pub fn requirements<'r>(&'r self, path: &str, methods: &[String]) -> Vec<&'r Requirement> {
+        self.lookup(path, methods)
+            .into_iter()
+            .map(|m| m.require)
+            .collect()
+    }
+
+    /// The rules (or `no_match`) of every reading of the request, each once.
+    pub fn lookup<'r>(&'r self, path: &str, methods: &[String]) -> Vec<Matched<'r>> {
         let trimmed = match path.strip_suffix('/') {
             Some(t) if !t.is_empty() => Some(t),
             _ => None,
@@ -106,8 +125,16 @@ impl Routes {
         found
             .into_iter()
             .map(|hit| {
-                hit.and_then(|i| self.rules.get(i))
-                    .map_or(&self.no_match, |r| &r.require)
+                hit.and_then(|i| self.rules.get(i)).map_or(
+                    Matched {
+                        require: &self.no_match,
+                        forward_authorization: false,
+                    },
+                    |r| Matched {
+                        require: &r.require,
+                        forward_authorization: r.forward_authorization,
+                    },
+                )
             })
             .collect()
     }
@@ -237,6 +264,7 @@ mod tests {
             pattern,
             methods: (!methods.is_empty()).then(|| methods.iter().map(|m| m.to_string()).collect()),
             require,
+            forward_authorization: false,
         }
     }
 

@@ -216,7 +216,11 @@ mod tests {
     fn subjects_and_token_ids_revoke_what_they_cover() {
         let set = RevocationSet::default()
             .apply(
-                &page(true, 3, &format!(r#"{},{{"jti":"j1","until":{}}}"#, bob(NOW, NOW + 600), NOW + 60)),
+                &page(
+                    true,
+                    3,
+                    &format!(r#"{},{{"jti":"j1","until":{}}}"#, bob(NOW, NOW + 600), NOW + 60),
+                ),
                 NOW,
                 10,
             )
@@ -241,14 +245,22 @@ mod tests {
     fn pages_add_up_and_a_reset_replaces() {
         let empty = RevocationSet::default();
         assert_eq!(empty.poll_path("/revocations"), "/revocations");
-        let one = empty.apply(&page(true, 1, &bob(NOW, NOW + 600)), NOW, 10).unwrap();
+        let one = empty
+            .apply(&page(true, 1, &bob(NOW, NOW + 600)), NOW, 10)
+            .unwrap();
         assert_eq!(one.poll_path("/revocations"), "/revocations?since=1&feed=f1");
         let two = one
-            .apply(&page(false, 2, &format!(r#"{{"jti":"j1","until":{}}}"#, NOW + 60)), NOW, 10)
+            .apply(
+                &page(false, 2, &format!(r#"{{"jti":"j1","until":{}}}"#, NOW + 60)),
+                NOW,
+                10,
+            )
             .unwrap();
         assert!(two.revokes("bob", Some(NOW - 1), None) && two.revokes("x", Some(NOW), Some("j1")));
         // A later entry for the same subject only ever widens it.
-        let widened = two.apply(&page(false, 3, &bob(NOW + 10, NOW + 30)), NOW, 10).unwrap();
+        let widened = two
+            .apply(&page(false, 3, &bob(NOW + 10, NOW + 30)), NOW, 10)
+            .unwrap();
         assert!(widened.revokes("bob", Some(NOW + 9), None));
         assert_eq!(widened.subjects["bob"], (NOW + 10, NOW + 600));
         // Idle: nothing changes but the cursor.
@@ -262,7 +274,11 @@ mod tests {
     fn entries_expire() {
         let mut set = RevocationSet::default()
             .apply(
-                &page(true, 2, &format!(r#"{},{{"jti":"j1","until":{}}}"#, bob(NOW, NOW + 600), NOW + 60)),
+                &page(
+                    true,
+                    2,
+                    &format!(r#"{},{{"jti":"j1","until":{}}}"#, bob(NOW, NOW + 600), NOW + 60),
+                ),
                 NOW,
                 10,
             )
@@ -318,7 +334,11 @@ mod tests {
     fn the_shared_form_round_trips() {
         let set = RevocationSet::default()
             .apply(
-                &page(true, 7, &format!(r#"{},{{"jti":"j1","until":{}}}"#, bob(NOW, NOW + 600), NOW + 60)),
+                &page(
+                    true,
+                    7,
+                    &format!(r#"{},{{"jti":"j1","until":{}}}"#, bob(NOW, NOW + 600), NOW + 60),
+                ),
                 NOW,
                 10,
             )

@@ -40,7 +40,7 @@ pub fn adopt_shared(shared: &Shared, feed: &RevocationFeed, keys: &FeedKeys) -> 
     let mut runtime = shared.runtime.try_borrow_mut().ok()?;
     let revocations = runtime.revocations.as_mut()?;
     if cas.is_some() && cas != *seen {
-        match RevocationSet::default().apply(page, now(), feed.max_entries) {
+        match RevocationSet::default().apply(page, horizon(shared), feed.max_entries) {
             Ok(set) => {
                 revocations.set = set;
                 *seen = cas;
@@ -53,7 +53,12 @@ pub fn adopt_shared(shared: &Shared, feed: &RevocationFeed, keys: &FeedKeys) -> 
 }
 
 /// Starts a poll if one is due and no other worker is polling.
-pub fn poll_if_due(shared: &Shared, feed: &RevocationFeed, keys: &FeedKeys, fresh_at: Option<i64>) -> Option<u32> {
+pub fn poll_if_due(
+    shared: &Shared,
+    feed: &RevocationFeed,
+    keys: &FeedKeys,
+    fresh_at: Option<i64>,
+) -> Option<u32> {
     let now = now();
     if !due(fresh_at, now, feed.poll_seconds) {
         return None;
@@ -91,7 +96,7 @@ pub fn handle_response(shared: &Shared, feed: &RevocationFeed, keys: &FeedKeys, 
         let runtime = shared.runtime.try_borrow().ok()?;
         let current = &runtime.revocations.as_ref()?.set;
         current
-            .apply(&body, now, feed.max_entries)
+            .apply(&body, horizon(shared), feed.max_entries)
             .map_err(|e| warn!("gatehouse: {e}; keeping the last revocation set"))
             .ok()
     });
@@ -100,8 +105,12 @@ pub fn handle_response(shared: &Shared, feed: &RevocationFeed, keys: &FeedKeys, 
         return;
     };
     let changed = {
-        let Ok(mut runtime) = shared.runtime.try_borrow_mut() else { return };
-        let Some(revocations) = runtime.revocations.as_mut() else { return };
+        let Ok(mut runtime) = shared.runtime.try_borrow_mut() else {
+            return;
+        };
+        let Some(revocations) = runtime.revocations.as_mut() else {
+            return;
+        };
         let changed = revocations.set != set;
         if changed {
             info!("gatehouse: revocation set updated: {} entries", set.len());
@@ -140,4 +149,10 @@ fn failed(shared: &Shared, keys: &FeedKeys, now: i64, feed: &RevocationFeed) {
     let _ = hostcalls::set_shared_data(&keys.lease, Some(&until.to_be_bytes()), None);
     let m = &shared.metrics;
     m.bump(m.revocation_poll_failed);
+}
+
+/// Entries are dropped after their `until` plus the clock skew tokens are allowed:
+/// a token may be accepted that long past its `exp`, so its entry must outlive it.
+fn horizon(shared: &Shared) -> i64 {
+    now().saturating_sub(shared.policy.token.clock_skew_seconds)
 }

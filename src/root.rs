@@ -148,10 +148,9 @@ impl RootContext for GatehouseRoot {
         // Counters reach Envoy on this tick (metrics.rs), a remote JWKS is checked as
         // often, and revocation is looked at four times per poll interval (at most once
         // a second), so a change reaches every worker within 1.5 intervals.
-        let tick_ms = policy
-            .revocation
-            .as_ref()
-            .map_or(1000, |feed| (feed.poll_seconds.saturating_mul(250)).clamp(250, 1000));
+        let tick_ms = policy.revocation.as_ref().map_or(1000, |feed| {
+            (feed.poll_seconds.saturating_mul(250)).clamp(250, 1000)
+        });
         self.set_tick_period(Duration::from_millis(u64::try_from(tick_ms).unwrap_or(1000)));
         self.flush();
         let jwks_keys = policy.jwks_remote.as_ref().map(SharedKeys::new);

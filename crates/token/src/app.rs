@@ -16,13 +16,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::grants::token;
+use crate::housekeeping::{spawn_purger, PURGE_INTERVAL};
 use crate::issue::Issuer;
 use crate::limiter::FailureLimiter;
 use crate::metrics::Metrics;
 use crate::passwords::Hasher;
 use crate::store::Store;
 
-/// Largest body accepted on `/token`.
+/// Largest body accepted on `/token`, `/revoke` and `/admin/revoke`.
 pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
 
 pub struct AppState {
@@ -36,12 +37,20 @@ pub struct AppState {
     /// proxy in front appended) instead of the TCP peer.
     pub trust_forwarded_for: bool,
     pub metrics: Metrics,
+    /// The role an access token (and its user, now) must have for the admin API.
+    pub admin_role: String,
 }
 
 /// The router, apart from `main` so tests serve it on port 0.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/token", post(token))
+        .route("/revoke", post(crate::revoke::revoke))
+        .route("/revocations", get(crate::feed::revocations))
+        .route("/admin/users/{username}/disable", post(crate::admin::disable))
+        .route("/admin/users/{username}/enable", post(crate::admin::enable))
+        .route("/admin/users/{username}/revoke", post(crate::admin::revoke_user))
+        .route("/admin/revoke", post(crate::admin::revoke_token))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -61,18 +70,21 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` completes, then lets requests
-/// in flight finish.
+/// in flight finish. Expired revocations and refresh tokens are purged meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let purger = spawn_purger(state.store.clone(), PURGE_INTERVAL);
+    let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    purger.abort();
+    served
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -103,6 +115,8 @@ async fn discovery(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "issuer": state.issuer.issuer,
             "token_endpoint": format!("{base}/token"),
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "revocation_endpoint": format!("{base}/revoke"),
+            "revocation_endpoint_auth_methods_supported": ["none"],
             "grant_types_supported": ["password", "refresh_token"],
             "token_endpoint_auth_methods_supported": ["none"],
             "response_types_supported": [],

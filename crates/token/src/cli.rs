@@ -33,6 +33,11 @@ pub struct Cli {
     /// SQLite database file (created if missing).
     #[arg(long, env = "GATEHOUSE_DB", default_value = "gatehouse.db", global = true)]
     db: PathBuf,
+    /// Access-token lifetime in seconds: what `serve` issues, how long retired keys stay
+    /// published, and how long `user disable` / `user revoke` keep tokens revoked at the
+    /// edge. Give every command the same value.
+    #[arg(long, env = "GATEHOUSE_ACCESS_TTL", default_value_t = 30 * 60, global = true)]
+    access_ttl_seconds: u32,
     #[command(flatten)]
     argon2: Argon2Args,
     #[command(subcommand)]
@@ -71,12 +76,8 @@ enum KeysCommand {
         #[arg(long, value_enum, default_value = "EdDSA")]
         alg: SigningAlg,
     },
-    /// Show every key: kid, algorithm, state and dates.
-    List {
-        /// The access-token lifetime the service runs with (how long retired keys stay published).
-        #[arg(long, env = "GATEHOUSE_ACCESS_TTL", default_value_t = 30 * 60)]
-        access_ttl_seconds: u32,
-    },
+    /// Show every key: kid, algorithm, state and dates (with the service's --access-ttl-seconds).
+    List,
 }
 
 #[derive(Args)]
@@ -90,9 +91,6 @@ struct ServeArgs {
     /// `aud` of every token; one of the filter's `audiences`.
     #[arg(long, env = "GATEHOUSE_AUDIENCE", default_value = gatehouse_claims::DEFAULT_AUDIENCE)]
     audience: String,
-    /// Access-token lifetime in seconds.
-    #[arg(long, env = "GATEHOUSE_ACCESS_TTL", default_value_t = 30 * 60)]
-    access_ttl_seconds: u32,
     /// Refresh-token lifetime in seconds.
     #[arg(long, env = "GATEHOUSE_REFRESH_TTL", default_value_t = 7 * 24 * 3600)]
     refresh_ttl_seconds: u32,
@@ -122,6 +120,10 @@ struct ServeArgs {
     /// The URL clients use to reach this service, for the discovery document.
     #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The role that may use the admin API (/admin/...), in the token and in the user's
+    /// current roles.
+    #[arg(long, env = "GATEHOUSE_ADMIN_ROLE", default_value = "admin")]
+    admin_role: String,
 }
 
 #[derive(Subcommand)]
@@ -138,10 +140,12 @@ enum UserCommand {
     },
     /// Set a new password (prompt or stdin); revokes the user's refresh tokens.
     Passwd { name: String },
-    /// Disable a user and revoke their refresh tokens.
+    /// Disable a user and revoke all their tokens (access tokens at the edge).
     Disable { name: String },
-    /// Enable a user.
+    /// Enable a user; tokens revoked before stay revoked.
     Enable { name: String },
+    /// Revoke every token of a user issued until now, without disabling them.
+    Revoke { name: String },
     /// Replace a user's roles.
     Roles {
         name: String,
@@ -165,14 +169,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         iterations: cli.argon2.argon2_iterations,
         parallelism: cli.argon2.argon2_parallelism,
     };
+    let access_ttl = i64::from(cli.access_ttl_seconds);
     match cli.command {
-        Command::Serve(args) => serve_command(&cli.db, params, args).await,
-        Command::User(cmd) => user_command(&cli.db, params, cmd).await,
-        Command::Keys(cmd) => keys_command(&cli.db, cmd).await,
+        Command::Serve(args) => serve_command(&cli.db, params, access_ttl, args).await,
+        Command::User(cmd) => user_command(&cli.db, params, access_ttl, cmd).await,
+        Command::Keys(cmd) => keys_command(&cli.db, access_ttl, cmd).await,
     }
 }
 
-async fn serve_command(db: &std::path::Path, params: Argon2Params, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve_command(
+    db: &std::path::Path,
+    params: Argon2Params,
+    access_ttl: i64,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
     let secret = secret::parse(std::env::var("SECRET_KEY").ok().as_deref())?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hasher = Hasher::new(
@@ -196,14 +206,9 @@ async fn serve_command(db: &std::path::Path, params: Argon2Params, args: ServeAr
                 .map_or(args.listen.clone(), |a| a.to_string())
         )
     });
-    let issuer = Issuer::new(
-        &secret,
-        args.issuer,
-        args.audience,
-        i64::from(args.access_ttl_seconds),
-    )
-    .with_alg(args.signing_alg)
-    .with_public_url(public_url);
+    let issuer = Issuer::new(&secret, args.issuer, args.audience, access_ttl)
+        .with_alg(args.signing_alg)
+        .with_public_url(public_url);
     issuer
         .load(&store, unix_now())
         .await
@@ -222,6 +227,7 @@ async fn serve_command(db: &std::path::Path, params: Argon2Params, args: ServeAr
         failures_per_address: FailureLimiter::new(args.max_failures_per_address, window),
         trust_forwarded_for: args.trust_forwarded_for,
         metrics: Metrics::default(),
+        admin_role: args.admin_role,
     });
     // A key rotated from the CLI is picked up within seconds.
     let reloader = {
@@ -319,7 +325,12 @@ struct ImportLine {
     disabled: bool,
 }
 
-async fn user_command(db: &std::path::Path, params: Argon2Params, cmd: UserCommand) -> anyhow::Result<()> {
+async fn user_command(
+    db: &std::path::Path,
+    params: Argon2Params,
+    access_ttl: i64,
+    cmd: UserCommand,
+) -> anyhow::Result<()> {
     let now = unix_now();
     let store = Store::open(db)
         .await
@@ -359,12 +370,19 @@ async fn user_command(db: &std::path::Path, params: Argon2Params, cmd: UserComma
             println!("password of {name} changed; their refresh tokens are revoked");
         }
         UserCommand::Disable { name } => {
-            store.set_disabled(&canonical_name(&name)?, true, now).await?;
-            println!("disabled {name}; their refresh tokens are revoked");
+            let name = canonical_name(&name)?;
+            store.set_disabled(&name, true, now, access_ttl).await?;
+            println!("disabled {name}; all their tokens are revoked");
         }
         UserCommand::Enable { name } => {
-            store.set_disabled(&canonical_name(&name)?, false, now).await?;
-            println!("enabled {name}");
+            let name = canonical_name(&name)?;
+            store.set_disabled(&name, false, now, access_ttl).await?;
+            println!("enabled {name}; tokens revoked before stay revoked");
+        }
+        UserCommand::Revoke { name } => {
+            let name = canonical_name(&name)?;
+            store.revoke_user(&name, now, access_ttl).await?;
+            println!("revoked every token of {name} issued until now");
         }
         UserCommand::Roles { name, roles } => {
             check_roles(&roles)?;
@@ -414,7 +432,7 @@ async fn user_command(db: &std::path::Path, params: Argon2Params, cmd: UserComma
     Ok(())
 }
 
-async fn keys_command(db: &std::path::Path, cmd: KeysCommand) -> anyhow::Result<()> {
+async fn keys_command(db: &std::path::Path, access_ttl: i64, cmd: KeysCommand) -> anyhow::Result<()> {
     let store = Store::open(db)
         .await
         .with_context(|| format!("opening {}", db.display()))?;
@@ -433,8 +451,8 @@ async fn keys_command(db: &std::path::Path, cmd: KeysCommand) -> anyhow::Result<
                 alg.name()
             );
         }
-        KeysCommand::List { access_ttl_seconds } => {
-            let window = i64::from(access_ttl_seconds).saturating_add(120);
+        KeysCommand::List => {
+            let window = access_ttl.saturating_add(120);
             println!("kid\talg\tstate\tcreated\tretired");
             for k in store.signing_keys().await? {
                 let state = match k.retired_at {

@@ -40,7 +40,11 @@ pub async fn read(
 }
 
 /// A required parameter, non-empty and at most `max` bytes.
-pub fn required<'p>(params: &'p BTreeMap<String, String>, name: &str, max: usize) -> Result<&'p str, ApiError> {
+pub fn required<'p>(
+    params: &'p BTreeMap<String, String>,
+    name: &str,
+    max: usize,
+) -> Result<&'p str, ApiError> {
     match params.get(name) {
         None => Err(ApiError::InvalidRequest("a required parameter is missing")),
         Some(v) if v.is_empty() => Err(ApiError::InvalidRequest("a required parameter is empty")),

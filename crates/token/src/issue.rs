@@ -1,4 +1,5 @@
-//! Minting access tokens and refresh tokens, and the keys that sign them.
+//! Minting access tokens and refresh tokens, the keys that sign them, and checking
+//! access tokens that come back ([`Issuer::verify_access`]).
 
 use std::sync::{Arc, RwLock};
 
@@ -14,6 +15,9 @@ use tracing::info;
 use crate::secret::SecretKey;
 use crate::signing::{generate, unseal_signer, Signer, SigningAlg, SigningError};
 use crate::store::Store;
+
+mod verify;
+pub use verify::{AccessError, VerifiedAccess};
 
 /// What goes into every access token besides the user, and the key that signs it.
 pub struct Issuer {

@@ -1,15 +1,21 @@
 //! The Gatehouse token service: OAuth2 password and refresh-token grants (RFC 6749)
-//! over Argon2id users in SQLite, issuing the HS256 JWTs that the filter checks.
+//! over Argon2id users in SQLite, issuing the JWTs that the filter checks; token
+//! revocation (RFC 7009), an admin API, and the revocation feed the filter polls.
 
+pub mod admin;
+pub mod admin_auth;
 pub mod app;
 pub mod cli;
 pub mod error;
+pub mod feed;
 pub mod form;
 pub mod grants;
+pub mod housekeeping;
 pub mod issue;
 pub mod limiter;
 pub mod metrics;
 pub mod passwords;
+pub mod revoke;
 pub mod secret;
 pub mod signing;
 pub mod store;

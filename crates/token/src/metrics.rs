@@ -1,9 +1,23 @@
 //! Prometheus metrics of the token service, served at `GET /metrics`.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+/// `kind`: `sub` (every token of a user), `jti` (one access token) or `refresh_family`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevocationLabels {
+    pub kind: &'static str,
+}
+
+/// `action`: `disable`, `enable`, `revoke_user` or `revoke_token`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdminLabels {
+    pub action: &'static str,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -15,6 +29,9 @@ pub struct Metrics {
     pub refreshes_failed: Counter,
     pub refresh_reuse_detected: Counter,
     pub hash_seconds: Histogram,
+    pub revocations_recorded: Family<RevocationLabels, Counter>,
+    pub admin_actions: Family<AdminLabels, Counter>,
+    pub admin_requests_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -29,6 +46,9 @@ impl Default for Metrics {
             refreshes_failed: Counter::default(),
             refresh_reuse_detected: Counter::default(),
             hash_seconds: Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            revocations_recorded: Family::default(),
+            admin_actions: Family::default(),
+            admin_requests_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("logins_ok", "Successful password logins", m.logins_ok.clone());
@@ -63,11 +83,36 @@ impl Default for Metrics {
             "Time of one Argon2 verification",
             m.hash_seconds.clone(),
         );
+        registry.register(
+            "revocations_recorded",
+            "Revocations recorded over HTTP, by kind",
+            m.revocations_recorded.clone(),
+        );
+        registry.register(
+            "admin_actions",
+            "Admin API actions carried out, by action",
+            m.admin_actions.clone(),
+        );
+        registry.register(
+            "admin_requests_refused",
+            "Admin API requests refused: no, invalid, revoked or non-admin token",
+            m.admin_requests_refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    pub fn revoked(&self, kind: &'static str) {
+        self.revocations_recorded
+            .get_or_create(&RevocationLabels { kind })
+            .inc();
+    }
+
+    pub fn admin_action(&self, action: &'static str) {
+        self.admin_actions.get_or_create(&AdminLabels { action }).inc();
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

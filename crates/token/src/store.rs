@@ -200,7 +200,12 @@ impl Store {
 
     /// Revokes every token issued to the user until now, without disabling them: a
     /// "log out everywhere". Returns the user.
-    pub async fn revoke_user(&self, username: &str, now: i64, access_ttl_seconds: i64) -> Result<User, StoreError> {
+    pub async fn revoke_user(
+        &self,
+        username: &str,
+        now: i64,
+        access_ttl_seconds: i64,
+    ) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
         // A write first, so the transaction holds the write lock from its start (a read
         // first could not later upgrade if another writer committed meanwhile).
@@ -326,23 +331,23 @@ impl Store {
     /// Revokes the whole family of the refresh token `token_hash` (RFC 7009 §2.1: the
     /// grant it belongs to). Whether the token is one of ours.
     pub async fn revoke_refresh_family(&self, token_hash: &[u8], now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = ?
-             WHERE revoked_at IS NULL AND family = (SELECT family FROM refresh_tokens WHERE token_hash = ?)",
-        )
-        .bind(now)
-        .bind(token_hash)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(true);
-        }
-        // Nothing left to revoke: known (already revoked) or not ours at all.
-        let known = sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = ?")
+        // Read first: anyone may present garbage, and a lookup takes no write lock.
+        let family = sqlx::query("SELECT family FROM refresh_tokens WHERE token_hash = ?")
             .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(known.is_some())
+        let Some(family) = family else {
+            return Ok(false);
+        };
+        // One statement by family: a rotation racing with it either runs first (and its
+        // new token is revoked here) or finds the family revoked and refuses.
+        let family: String = family.try_get("family")?;
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&family)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
     }
 
     /// Deletes refresh tokens that can no longer be used.

@@ -391,13 +391,13 @@ async fn a_disabled_user_cannot_refresh() {
         .as_str()
         .unwrap()
         .to_string();
-    app.store.set_disabled("bob", true, 1).await.unwrap();
+    app.store.set_disabled("bob", true, 1, 1800).await.unwrap();
     let refused = app
         .token(&format!("grant_type=refresh_token&refresh_token={r}"))
         .await;
     assert_eq!(refused.status(), 400);
     assert_eq!(json(refused).await["error"], "invalid_grant");
-    app.store.set_disabled("bob", false, 2).await.unwrap();
+    app.store.set_disabled("bob", false, 2, 1800).await.unwrap();
     let still = app
         .token(&format!("grant_type=refresh_token&refresh_token={r}"))
         .await;

@@ -149,6 +149,8 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
             "invalid role",
         ),
         (&["user", "disable", "nobody"], "", "no user nobody"),
+        (&["user", "revoke", "nobody"], "", "no user nobody"),
+        (&["user", "enable", "nobody"], "", "no user nobody"),
         (&["user", "passwd", "nobody"], "another-pass\n", "no user nobody"),
         (
             &["user", "import", "/nonexistent/file"],
@@ -254,16 +256,98 @@ impl Drop for Server {
 
 /// A raw HTTP/1.1 POST /token; returns the whole response text.
 fn post_token(addr: &str, target: &str, form: &str) -> String {
+    post(addr, target, "", form)
+}
+
+/// A raw HTTP/1.1 form POST with `extra` header lines (each ending in CRLF).
+fn post(addr: &str, target: &str, extra: &str, form: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST {target} HTTP/1.1\r\nHost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{form}",
+        "POST {target} HTTP/1.1\r\nHost: x\r\n{extra}content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{form}",
         form.len()
     )
     .unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(&mut s, &mut out).unwrap();
     out
+}
+
+/// A raw HTTP/1.1 GET; returns the status line and the body.
+fn get(addr: &str, target: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {target} HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[test]
+fn disable_and_revoke_from_the_cli_reach_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    for (user, role) in [("alice", "admin"), ("bob", "user"), ("carol", "user")] {
+        let add = run(
+            &db,
+            &["user", "add", user, "--role", role],
+            &format!("{user}-demo-pass\n"),
+        );
+        assert!(add.status.success(), "{}", text(&add));
+    }
+    let before = gatehouse_token::app::unix_now();
+    let disable = run(&db, &["user", "disable", "Bob", "--access-ttl-seconds", "60"], "");
+    assert!(disable.status.success(), "{}", text(&disable));
+    assert!(text(&disable).contains("disabled bob; all their tokens are revoked"));
+    let revoke = run(&db, &["user", "revoke", "carol"], "");
+    assert!(revoke.status.success(), "{}", text(&revoke));
+    assert!(text(&revoke).contains("revoked every token of carol"));
+    let enable = run(&db, &["user", "enable", "bob"], "");
+    assert!(enable.status.success(), "{}", text(&enable));
+    let after = gatehouse_token::app::unix_now();
+    let list = run(&db, &["user", "list"], "");
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "alice\tactive\tadmin\nbob\tactive\tuser\ncarol\tactive\tuser\n",
+        "revoking disables no one, enabling re-enables"
+    );
+
+    let (child, addr, _log) = start_server(&db);
+    let (status, body) = get(&addr, "/revocations");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let feed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(feed["cursor"], 2, "{feed}");
+    let entries = feed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "enabling bob kept his entry: {feed}");
+    let within = |v: &serde_json::Value, lo: i64, hi: i64| (lo..=hi).contains(&v.as_i64().unwrap());
+    assert_eq!(entries[0]["sub"], "bob");
+    assert!(within(&entries[0]["iat_before"], before + 1, after + 1), "{feed}");
+    assert!(
+        within(&entries[0]["until"], before + 60, after + 60),
+        "--access-ttl-seconds: {feed}"
+    );
+    assert_eq!(entries[1]["sub"], "carol");
+    assert!(
+        within(&entries[1]["until"], before + 1800, after + 1800),
+        "the default TTL: {feed}"
+    );
+
+    // With the service running: a revoked user may log in again, a disabled one not.
+    let login = |user: &str| {
+        post_token(
+            &addr,
+            "/token",
+            &format!("grant_type=password&username={user}&password={user}-demo-pass"),
+        )
+    };
+    assert!(login("carol").starts_with("HTTP/1.1 200"));
+    assert!(run(&db, &["user", "disable", "carol"], "").status.success());
+    let refused = login("carol");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let (_, body) = get(&addr, "/revocations");
+    let feed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(feed["cursor"], 3, "the disable is a new change: {feed}");
+    drop(child);
 }
 
 #[test]
@@ -299,6 +383,16 @@ fn serve_logs_no_secret_password_or_token_even_at_trace_and_stops_on_sigterm() {
     assert!(bad.starts_with("HTTP/1.1 401"), "{bad}");
     let query = post_token(&addr, "/token?password=query-Pa55word", "grant_type=password");
     assert!(query.starts_with("HTTP/1.1 400"), "{query}");
+    // The admin API and revocation see the tokens too; they log who and what, never them.
+    let bearer = format!("authorization: Bearer {access}\r\n");
+    let admin = post(&addr, "/admin/users/alice/revoke", &bearer, "");
+    assert!(admin.starts_with("HTTP/1.1 200"), "{admin}");
+    let refused = post(&addr, "/admin/users/alice/revoke", &bearer, "");
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    for token in [access, refresh] {
+        let revoked = post_token(&addr, "/revoke", &format!("token={token}"));
+        assert!(revoked.starts_with("HTTP/1.1 200"), "{revoked}");
+    }
 
     let status = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
@@ -311,6 +405,7 @@ fn serve_logs_no_secret_password_or_token_even_at_trace_and_stops_on_sigterm() {
     assert!(exit.success(), "exit {exit:?}: {log}");
     assert!(log.contains("gatehouse-token stopped"), "{log}");
     assert!(log.contains("password login"), "the trace log is empty: {log}");
+    assert!(log.contains("admin action"), "{log}");
     for secret in [
         SECRET,
         "alice-demo-pass",

@@ -15,7 +15,11 @@ use super::{Store, StoreError, Tx};
 #[serde(untagged)]
 pub enum Revoked {
     /// Every token of `sub` whose `iat` is before `iat_before`.
-    Subject { sub: String, iat_before: i64, until: i64 },
+    Subject {
+        sub: String,
+        iat_before: i64,
+        until: i64,
+    },
     /// The token with this `jti`.
     Token { jti: String, until: i64 },
 }

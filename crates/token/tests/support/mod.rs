@@ -23,6 +23,7 @@ pub struct Options {
     pub hash_queue_timeout: Duration,
     pub trust_forwarded_for: bool,
     pub signing_alg: gatehouse_token::signing::SigningAlg,
+    pub access_ttl_seconds: i64,
 }
 
 impl Default for Options {
@@ -34,6 +35,7 @@ impl Default for Options {
             hash_queue_timeout: Duration::from_secs(5),
             trust_forwarded_for: false,
             signing_alg: gatehouse_token::signing::SigningAlg::Hs256,
+            access_ttl_seconds: 1800,
         }
     }
 }
@@ -59,7 +61,7 @@ impl TestApp {
         let store = Store::open(&db_path).await.unwrap();
         let secret = secret::parse(Some(SECRET)).unwrap();
         let window = Duration::from_secs(300);
-        let issuer = Issuer::new(&secret, ISSUER.into(), "api".into(), 1800)
+        let issuer = Issuer::new(&secret, ISSUER.into(), "api".into(), options.access_ttl_seconds)
             .with_alg(options.signing_alg)
             .with_public_url("http://gatehouse.test".into());
         issuer.load(&store, 0).await.unwrap();
@@ -77,6 +79,7 @@ impl TestApp {
             failures_per_address: FailureLimiter::new(options.max_failures_per_address, window),
             trust_forwarded_for: options.trust_forwarded_for,
             metrics: Metrics::default(),
+            admin_role: "admin".into(),
         });
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -123,8 +126,13 @@ impl TestApp {
 
     /// POST /token with a form body.
     pub async fn token(&self, form: &str) -> reqwest::Response {
+        self.post_form("/token", form).await
+    }
+
+    /// POST `path` with a form body.
+    pub async fn post_form(&self, path: &str, form: &str) -> reqwest::Response {
         self.client
-            .post(self.url("/token"))
+            .post(self.url(path))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(form.to_string())
             .send()

@@ -1,0 +1,107 @@
+//! The admin API, for a bearer of an admin access token ([`Admin`]): disable, enable
+//! and log out users, and revoke any token. Every action is logged with who did it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Value};
+use tracing::info;
+
+use crate::admin_auth::Admin;
+use crate::app::{unix_now, AppState};
+use crate::error::{internal, ApiError};
+use crate::revoke::{revoke_from_form, TokenType};
+use crate::store::StoreError;
+use crate::{form, username};
+
+/// `POST /admin/users/{username}/disable`: disabled, and every token revoked.
+pub async fn disable(
+    admin: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = known_name(&raw)?;
+    state
+        .store
+        .set_disabled(&name, true, unix_now(), state.issuer.access_ttl_seconds)
+        .await
+        .map_err(not_found_or_internal)?;
+    state.metrics.revoked("sub");
+    done(&state, &admin, "disable", &name);
+    Ok(Json(json!({"username": name, "disabled": true})))
+}
+
+/// `POST /admin/users/{username}/enable`: tokens revoked before stay revoked.
+pub async fn enable(
+    admin: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = known_name(&raw)?;
+    state
+        .store
+        .set_disabled(&name, false, unix_now(), state.issuer.access_ttl_seconds)
+        .await
+        .map_err(not_found_or_internal)?;
+    done(&state, &admin, "enable", &name);
+    Ok(Json(json!({"username": name, "disabled": false})))
+}
+
+/// `POST /admin/users/{username}/revoke`: every token issued until now is revoked; the
+/// user may log in again.
+pub async fn revoke_user(
+    admin: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = known_name(&raw)?;
+    let user = state
+        .store
+        .revoke_user(&name, unix_now(), state.issuer.access_ttl_seconds)
+        .await
+        .map_err(not_found_or_internal)?;
+    state.metrics.revoked("sub");
+    done(&state, &admin, "revoke_user", &name);
+    Ok(Json(
+        json!({"username": user.username, "disabled": user.disabled, "tokens_revoked": true}),
+    ))
+}
+
+/// `POST /admin/revoke` with the form `token=...` (and optional `token_type_hint`):
+/// revokes any access or refresh token of ours, whoever holds it, and says what it was.
+pub async fn revoke_token(
+    admin: Admin,
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let params = form::read(query, &headers, body).await?;
+    let revoked = revoke_from_form(&state, &params).await?;
+    state.metrics.admin_action("revoke_token");
+    info!(admin = %admin.username, action = "revoke_token", revoked = revoked.map(TokenType::name), "admin action");
+    Ok(Json(match revoked {
+        Some(kind) => json!({"revoked": true, "token_type": kind.name()}),
+        None => json!({"revoked": false}),
+    }))
+}
+
+/// The canonical username; a name that cannot exist is simply not found.
+fn known_name(raw: &str) -> Result<String, ApiError> {
+    username::canonical(raw).ok_or(ApiError::NotFound("no such user"))
+}
+
+fn not_found_or_internal(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NoSuchUser(_) => ApiError::NotFound("no such user"),
+        e => internal(e),
+    }
+}
+
+fn done(state: &AppState, admin: &Admin, action: &'static str, user: &str) {
+    state.metrics.admin_action(action);
+    info!(admin = %admin.username, action, user, "admin action");
+}

@@ -1,0 +1,303 @@
+//! Revocation at the edge, end to end: the filter in the real Envoy polls the token
+//! service's feed through a cluster. A disabled user (CLI or admin API) is refused
+//! within two poll intervals while others are not; a revoked `jti` is refused; the
+//! token service going away does not stop valid tokens, unless a staleness bound says so.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_testkit::{Envoy, Upstream};
+use serde_json::{json, Value};
+use support::{Options, TestApp, ISSUER, SECRET};
+
+const POLL_SECONDS: u64 = 1;
+
+fn config(max_stale_seconds: Option<u64>) -> Value {
+    let mut revocation = json!({"cluster": "c0", "poll_seconds": POLL_SECONDS, "timeout_ms": 500});
+    if let Some(bound) = max_stale_seconds {
+        revocation["max_stale_seconds"] = json!(bound);
+    }
+    json!({
+        "issuer": ISSUER, "audiences": ["api"], "algorithms": ["HS256"],
+        "hmac_secret": {"env": "SECRET_KEY"},
+        // c0 is the first route's cluster: the token service.
+        "revocation": revocation,
+        "rules": [
+            {"path": "/token", "methods": ["POST"], "require": "public"},
+            {"path": "/revoke", "methods": ["POST"], "require": "public"},
+            {"prefix": "/admin", "require": {"any_of": ["admin"]}, "forward_authorization": true}
+        ]
+    })
+}
+
+fn start_envoy(token_port: u16, api_port: u16, max_stale_seconds: Option<u64>) -> Envoy {
+    Envoy::start_routes(
+        &config(max_stale_seconds),
+        Some(SECRET),
+        &[
+            ("/token", token_port),
+            ("/revoke", token_port),
+            ("/admin", token_port),
+            ("/", api_port),
+        ],
+    )
+}
+
+fn login(envoy: &Envoy, user: &str) -> (u16, Value) {
+    let r = envoy.post_form(
+        "/token",
+        &format!("grant_type=password&username={user}&password={user}-demo-pass"),
+    );
+    (r.status, r.json())
+}
+
+fn access(envoy: &Envoy, user: &str) -> (String, String) {
+    let (status, body) = login(envoy, user);
+    assert_eq!(status, 200, "{user} could not log in: {body}");
+    (
+        body["access_token"].as_str().unwrap().to_string(),
+        body["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+fn me(envoy: &Envoy, token: &str) -> gatehouse_testkit::Response {
+    envoy.call(
+        "GET",
+        "/users/me",
+        &[("Authorization", &format!("Bearer {token}"))],
+    )
+}
+
+fn admin(envoy: &Envoy, token: &str, path: &str) -> gatehouse_testkit::Response {
+    envoy.call("POST", path, &[("Authorization", &format!("Bearer {token}"))])
+}
+
+/// Runs the token service's CLI on the same database (as an operator would).
+fn cli(db: &std::path::Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse-token"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("GATEHOUSE_ACCESS_TTL", "1800")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How long after `since` the token first gets 401 (polled every 20 ms, at most 10 s).
+fn refused_after(envoy: &Envoy, token: &str, since: Instant) -> Duration {
+    loop {
+        let r = me(envoy, token);
+        if r.status == 401 {
+            assert!(
+                r.header("www-authenticate")
+                    .unwrap()
+                    .contains(r#"error_description="the token has been revoked""#),
+                "{:?}",
+                r.header("www-authenticate")
+            );
+            return since.elapsed();
+        }
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert!(since.elapsed() < Duration::from_secs(10), "never refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits into the next second: a token issued then is newer than a revocation made now.
+fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis()) + 20));
+}
+
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_user_is_locked_out_at_the_edge_within_two_polls() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("users.db");
+    let app = TestApp::spawn_at(Options::default(), "127.0.0.1:0", Some(&db)).await;
+    app.add_user("alice", "alice-demo-pass", &["admin", "user"], false)
+        .await;
+    app.add_user("bob", "bob-demo-pass", &["user"], false).await;
+    let api = Upstream::start();
+    let (token_port, api_port) = (app.addr.port(), api.addr.port());
+
+    let propagation = tokio::task::spawn_blocking(move || {
+        let envoy = start_envoy(token_port, api_port, None);
+        let (alice, _) = access(&envoy, "alice");
+        eventually("a first good poll", || {
+            envoy
+                .counters()
+                .get("gatehouse.revocation.poll_ok")
+                .copied()
+                .unwrap_or(0)
+                >= 1
+        });
+        let mut samples = Vec::new();
+        for round in 0..6u64 {
+            let (bob, bob_refresh) = access(&envoy, "bob");
+            assert_eq!(me(&envoy, &bob).status, 200);
+            assert_eq!(me(&envoy, &alice).status, 200);
+            assert_eq!(api.last().all("x-auth-sub"), ["alice"]);
+
+            // At a different point of the poll cycle each round, so the figures cover it.
+            std::thread::sleep(Duration::from_millis(round * 167 % 1000));
+            // Disabled by the CLI on even rounds, by alice over the admin API on odd ones.
+            let since = if round % 2 == 0 {
+                cli(&db, &["user", "disable", "bob"]);
+                Instant::now()
+            } else {
+                let r = admin(&envoy, &alice, "/admin/users/bob/disable");
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                Instant::now()
+            };
+            let took = refused_after(&envoy, &bob, since);
+            samples.push(took);
+            assert!(
+                took <= Duration::from_secs(2 * POLL_SECONDS),
+                "round {round}: bob was refused only after {took:?}"
+            );
+            assert_eq!(me(&envoy, &alice).status, 200, "alice is unaffected");
+            let (status, body) = login(&envoy, "bob");
+            assert_eq!((status, body["error"].as_str()), (401, Some("invalid_grant")));
+            let r = envoy.post_form(
+                "/token",
+                &format!("grant_type=refresh_token&refresh_token={bob_refresh}"),
+            );
+            assert_eq!(
+                (r.status, r.json()["error"].as_str()),
+                (400, Some("invalid_grant"))
+            );
+
+            // Enabled again (CLI or API): his old token stays revoked, a new one works.
+            if round % 2 == 0 {
+                cli(&db, &["user", "enable", "bob"]);
+            } else {
+                assert_eq!(admin(&envoy, &alice, "/admin/users/bob/enable").status, 200);
+            }
+            next_second();
+            assert_eq!(me(&envoy, &bob).status, 401);
+        }
+        let c = envoy.counters_when(|c| c.get("gatehouse.denied.revoked").copied().unwrap_or(0) >= 6);
+        assert!(c["gatehouse.revocation.updates"] >= 6, "{c:?}");
+        samples
+    })
+    .await
+    .unwrap();
+    let mut ms: Vec<u128> = propagation.iter().map(Duration::as_millis).collect();
+    ms.sort_unstable();
+    println!(
+        "revocation propagation over {} runs (poll every {POLL_SECONDS} s): median {} ms, max {} ms, all {ms:?}",
+        ms.len(),
+        ms[ms.len() / 2],
+        ms[ms.len() - 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_jti_is_refused_and_an_outage_keeps_the_last_set() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("users.db");
+    let mut app = TestApp::spawn_at(Options::default(), &addr.to_string(), Some(&db)).await;
+    app.add_user("alice", "alice-demo-pass", &["admin", "user"], false)
+        .await;
+    let api = Upstream::start();
+    let (token_port, api_port) = (addr.port(), api.addr.port());
+
+    let (envoy, bounded) = tokio::task::spawn_blocking(move || {
+        (
+            Arc::new(start_envoy(token_port, api_port, None)),
+            Arc::new(start_envoy(token_port, api_port, Some(2 * POLL_SECONDS))),
+        )
+    })
+    .await
+    .unwrap();
+
+    // alice revokes one of her own tokens (RFC 7009): only that one stops working.
+    let (e, b) = (envoy.clone(), bounded.clone());
+    let (kept, idle_polls) = tokio::task::spawn_blocking(move || {
+        let (revoked, _) = access(&e, "alice");
+        let (kept, _) = access(&e, "alice");
+        assert_eq!(me(&e, &revoked).status, 200);
+        assert_eq!(me(&b, &revoked).status, 200);
+        let r = e.post_form(
+            "/revoke",
+            &format!("token={revoked}&token_type_hint=access_token"),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let since = Instant::now();
+        let took = refused_after(&e, &revoked, since);
+        assert!(took <= Duration::from_secs(2 * POLL_SECONDS), "{took:?}");
+        refused_after(&b, &revoked, since);
+        assert_eq!(me(&e, &kept).status, 200);
+        // Idle polls change nothing: the set is only rebuilt when an entry arrives.
+        let before = e.counters();
+        std::thread::sleep(Duration::from_secs(3 * POLL_SECONDS));
+        let after = e.counters();
+        let polls = after["gatehouse.revocation.poll_ok"] - before["gatehouse.revocation.poll_ok"];
+        assert!(polls >= 2, "{polls} polls in 3 intervals");
+        assert_eq!(
+            after["gatehouse.revocation.updates"],
+            before["gatehouse.revocation.updates"]
+        );
+        (kept, polls)
+    })
+    .await
+    .unwrap();
+    assert!(idle_polls >= 2);
+
+    // The token service goes away: the unbounded filter keeps serving valid tokens and
+    // still refuses the revoked one; the bounded one refuses with 503 once its set is
+    // older than its bound, and recovers by itself when the service is back.
+    app.stop();
+    drop(app);
+    let (e, b, k) = (envoy.clone(), bounded.clone(), kept.clone());
+    tokio::task::spawn_blocking(move || {
+        eventually("failed polls", || {
+            e.counters()
+                .get("gatehouse.revocation.poll_failed")
+                .copied()
+                .unwrap_or(0)
+                >= 2
+        });
+        assert_eq!(me(&e, &k).status, 200);
+        eventually("the bounded filter refusing", || me(&b, &k).status == 503);
+        let r = me(&b, &k);
+        assert_eq!(r.header("retry-after"), Some("5"));
+        assert_eq!(r.json()["error"], "temporarily_unavailable");
+        assert_eq!(me(&e, &k).status, 200, "the unbounded one still serves");
+    })
+    .await
+    .unwrap();
+
+    let _app = TestApp::spawn_at(Options::default(), &addr.to_string(), Some(&db)).await;
+    let b = bounded.clone();
+    tokio::task::spawn_blocking(move || {
+        eventually("recovery after the service is back", || {
+            me(&b, &kept).status == 200
+        });
+    })
+    .await
+    .unwrap();
+}
