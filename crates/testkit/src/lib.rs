@@ -78,6 +78,15 @@ pub fn wasm_path() -> &'static Path {
     })
 }
 
+/// Polls `ok` every 100 ms until it holds; fails the test after 20 s naming `what`.
+pub fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }

@@ -23,15 +23,7 @@ pub async fn disable(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let name = known_name(&raw)?;
-    state
-        .store
-        .set_disabled(&name, true, unix_now(), state.issuer.access_ttl_seconds)
-        .await
-        .map_err(not_found_or_internal)?;
-    state.metrics.revoked("sub");
-    done(&state, &admin, "disable", &name);
-    Ok(Json(json!({"username": name, "disabled": true})))
+    set_disabled(&admin, &state, &raw, true).await
 }
 
 /// `POST /admin/users/{username}/enable`: tokens revoked before stay revoked.
@@ -40,14 +32,26 @@ pub async fn enable(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let name = known_name(&raw)?;
+    set_disabled(&admin, &state, &raw, false).await
+}
+
+async fn set_disabled(
+    admin: &Admin,
+    state: &AppState,
+    raw: &str,
+    disabled: bool,
+) -> Result<Json<Value>, ApiError> {
+    let name = known_name(raw)?;
     state
         .store
-        .set_disabled(&name, false, unix_now(), state.issuer.access_ttl_seconds)
+        .set_disabled(&name, disabled, unix_now(), state.issuer.access_ttl_seconds)
         .await
         .map_err(not_found_or_internal)?;
-    done(&state, &admin, "enable", &name);
-    Ok(Json(json!({"username": name, "disabled": false})))
+    if disabled {
+        state.metrics.revoked("sub");
+    }
+    done(state, admin, if disabled { "disable" } else { "enable" }, &name);
+    Ok(Json(json!({"username": name, "disabled": disabled})))
 }
 
 /// `POST /admin/users/{username}/revoke`: every token issued until now is revoked; the

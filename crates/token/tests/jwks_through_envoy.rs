@@ -5,9 +5,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
-use gatehouse_testkit::{Envoy, Upstream};
+use gatehouse_testkit::{eventually, Envoy, Upstream};
 use gatehouse_token::app::unix_now;
 use gatehouse_token::signing::{generate, SigningAlg};
 use serde_json::json;
@@ -40,14 +38,6 @@ fn me(envoy: &Envoy, token: &str) -> gatehouse_testkit::Response {
         "/users/me",
         &[("Authorization", &format!("Bearer {token}"))],
     )
-}
-
-fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

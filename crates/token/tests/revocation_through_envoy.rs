@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_testkit::{Envoy, Upstream};
+use gatehouse_testkit::{eventually, Envoy, Upstream};
 use serde_json::{json, Value};
 use support::{Options, TestApp, ISSUER, SECRET};
 
@@ -118,14 +118,6 @@ fn next_second() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis()) + 20));
-}
-
-fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
