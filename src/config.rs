@@ -305,7 +305,8 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
     let mut de = serde_json::Deserializer::from_slice(json);
     let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path == "?" {
+        // An unknown member named "" at the top has the empty path (found by fuzzing).
+        let field = if path.is_empty() || path == "." || path == "?" {
             "configuration".to_string()
         } else {
             path
@@ -885,6 +886,8 @@ mod tests {
             ("[]", "configuration"),
             (r#"{"algorithms":["HS256"],"hmac_secret":{"env":"SECRET_KEY"}}"#, "configuration"),
             (&MINIMAL.replace("}}", "},\"issuerr\":\"x\"}"), "issuerr"),
+            // Regression (cargo fuzz, target config): an empty member name.
+            (&MINIMAL.replace("}}", "},\"\":1}"), "configuration"),
             (&MINIMAL.replace("\"https://gatehouse.test\"", "\"\""), "issuer"),
             (&MINIMAL.replace("\"https://gatehouse.test\"", "7"), "issuer"),
             (&MINIMAL.replace("}}", "},\"audiences\":[\"\"]}"), "audiences[0]"),

@@ -10,7 +10,7 @@ use crate::cache::TokenCache;
 use crate::config::Policy;
 use crate::keys::KeySet;
 use crate::path::canonical_path;
-use crate::policy::{request_methods, Requirement, METHOD_OVERRIDE_HEADERS};
+use crate::policy::{is_method_override_header, request_methods, Requirement};
 use crate::revocation::Revocations;
 use crate::token::{verify, VerifiedToken};
 
@@ -281,11 +281,7 @@ pub fn decide<'a>(
 
     let overrides = headers
         .iter()
-        .filter(|(name, _)| {
-            METHOD_OVERRIDE_HEADERS
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name))
-        })
+        .filter(|(name, _)| is_method_override_header(name))
         .map(|(_, value)| value.as_slice());
     let Some(methods) = request_methods(method, path, overrides) else {
         return deny(Reason::BadMethod);
@@ -382,8 +378,13 @@ fn bearer_token(headers: &[(String, Vec<u8>)]) -> Result<&str, Reason> {
     std::str::from_utf8(token).map_err(|_| Reason::AuthorizationMalformed)
 }
 
-/// Incoming headers under the identity prefix, other than those about to be set.
-/// `_` counts as `-`: some upstreams (CGI, WSGI, PHP) read `x_auth_sub` as `x-auth-sub`.
+/// Headers with which some frameworks (Symfony, IIS URL Rewrite) let a request name
+/// another path than the one the rules were checked against.
+const REWRITE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// Incoming headers under the identity prefix, other than those about to be set, and
+/// path-rewrite headers. `_` counts as `-`: some upstreams (CGI, WSGI, PHP) read
+/// `x_auth_sub` as `x-auth-sub`.
 fn spoofed_identity<'a>(
     policy: &Policy,
     headers: &'a [(String, Vec<u8>)],
@@ -397,7 +398,15 @@ fn spoofed_identity<'a>(
                 .bytes()
                 .zip(prefix)
                 .all(|(n, p)| n.to_ascii_lowercase() == *p || (n == b'_' && *p == b'-'));
-        if under_prefix && !set.iter().any(|(s, _)| *s == name) && !names.contains(&name.as_str()) {
+        let rewrite = REWRITE_HEADERS.iter().any(|r| {
+            r.len() == name.len()
+                && name
+                    .bytes()
+                    .zip(r.bytes())
+                    .all(|(n, r)| n.to_ascii_lowercase() == r || (n == b'_' && r == b'-'))
+        });
+        let spoofed = (under_prefix && !set.iter().any(|(s, _)| *s == name)) || rewrite;
+        if spoofed && !names.contains(&name.as_str()) {
             names.push(name);
         }
     }
@@ -656,6 +665,21 @@ mod tests {
                 vec![("authorization", b.clone())],
                 Denied(Forbidden),
             ),
+            (
+                "POST",
+                "/users/4",
+                vec![
+                    ("authorization", b.clone()),
+                    ("x_http_method_override", "DELETE".to_string()),
+                ],
+                Denied(Forbidden),
+            ),
+            (
+                "POST",
+                "/users/4?%5Fmethod=delete",
+                vec![("authorization", b.clone())],
+                Denied(Forbidden),
+            ),
             ("POST", "/users/4", vec![("authorization", b.clone())], Allowed),
             (
                 "DELETE",
@@ -805,6 +829,9 @@ mod tests {
             ("x-auth-other", "2"),
             ("x-authentic", "kept"),
             ("x-forwarded-for", "kept"),
+            ("X-Original-URL", "/users/1"),
+            ("x_rewrite_url", "/users/1"),
+            ("x-original-url-extra", "kept"),
         ]);
         let Decision::Allow { outcome, remove, set } = decide(
             &policy,
@@ -829,7 +856,14 @@ mod tests {
         );
         assert_eq!(
             remove,
-            ["X-Auth-Roles", "x_auth_sub", "x-auth-other", "authorization"]
+            [
+                "X-Auth-Roles",
+                "x_auth_sub",
+                "x-auth-other",
+                "X-Original-URL",
+                "x_rewrite_url",
+                "authorization"
+            ]
         );
 
         // On a public route too, and without touching Authorization there.
@@ -846,7 +880,14 @@ mod tests {
         assert!(set.is_empty());
         assert_eq!(
             remove,
-            ["x-auth-sub", "X-Auth-Roles", "x_auth_sub", "x-auth-other"]
+            [
+                "x-auth-sub",
+                "X-Auth-Roles",
+                "x_auth_sub",
+                "x-auth-other",
+                "X-Original-URL",
+                "x_rewrite_url"
+            ]
         );
     }
 

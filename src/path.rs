@@ -17,7 +17,14 @@ pub enum Ambiguity {
     Parameter,
     DotSegment,
     EmptySegment,
+    /// A character that Unicode case folding turns into ASCII (`ſ` into `s`, the
+    /// Kelvin sign into `k`, ...): a Unicode-aware upstream would read another path.
+    FoldsToAscii,
 }
+
+/// Percent-encoded UTF-8 of the characters whose Unicode case mapping or folding is
+/// ASCII: U+017F (ſ → s/S), U+212A (Kelvin sign → k), U+0130 (İ → i), U+0131 (ı → I).
+const FOLDS_TO_ASCII: [&str; 4] = ["%C5%BF", "%E2%84%AA", "%C4%B0", "%C4%B1"];
 
 /// The path of `:path` without its query, in canonical form: it starts with `/`,
 /// percent-encoded unreserved characters are decoded, other escapes are upper-case.
@@ -57,6 +64,9 @@ pub fn canonical_path(raw: &[u8]) -> Result<String, Ambiguity> {
             0x21..=0x7e => out.push(char::from(b)),
             _ => return Err(Ambiguity::ForbiddenByte),
         }
+    }
+    if FOLDS_TO_ASCII.iter().any(|c| out.contains(c)) {
+        return Err(Ambiguity::FoldsToAscii);
     }
     // The first byte is '/', so the first split item is empty and skipped.
     let segments: Vec<&str> = out.split('/').skip(1).collect();
@@ -165,6 +175,11 @@ mod tests {
             (b"//users/4", EmptySegment),
             (b"/users//4", EmptySegment),
             (b"/users/4//", EmptySegment),
+            (b"/u%C5%BFers/4", FoldsToAscii),
+            (b"/u%c5%bfers/4", FoldsToAscii),
+            (b"/%E2%84%AAeys", FoldsToAscii),
+            (b"/adm%C4%B1n", FoldsToAscii),
+            (b"/%C4%B0tems", FoldsToAscii),
         ];
         for (raw, want) in bad {
             assert_eq!(

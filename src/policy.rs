@@ -84,6 +84,17 @@ pub struct Matched<'r> {
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] =
     ["x-http-method-override", "x-http-method", "x-method-override"];
 
+/// Whether `name` is one of [`METHOD_OVERRIDE_HEADERS`], in any case and with `_` for
+/// `-`: CGI, WSGI and PHP read `X_HTTP_Method_Override` as `X-HTTP-Method-Override`.
+pub fn is_method_override_header(name: &str) -> bool {
+    METHOD_OVERRIDE_HEADERS.iter().any(|h| {
+        h.len() == name.len()
+            && h.bytes()
+                .zip(name.bytes())
+                .all(|(h, n)| h == n.to_ascii_lowercase() || (h == b'-' && n == b'_'))
+    })
+}
+
 /// The query parameter that Rails, Laravel and Symfony accept for the same purpose.
 const METHOD_OVERRIDE_PARAM: &str = "_method";
 
@@ -225,7 +236,8 @@ fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Raw values of the query parameter `name` (its name compared case-insensitively).
+/// Raw values of the query parameter `name` (its name percent-decoded, as frameworks
+/// read it, and compared case-insensitively).
 fn query_params<'p>(raw_path: &'p [u8], name: &'p str) -> impl Iterator<Item = &'p [u8]> {
     let query = raw_path
         .iter()
@@ -235,7 +247,16 @@ fn query_params<'p>(raw_path: &'p [u8], name: &'p str) -> impl Iterator<Item = &
     query.split(|&b| b == b'&').filter_map(move |pair| {
         let mut kv = pair.splitn(2, |&b| b == b'=');
         let key = kv.next()?;
-        (key.eq_ignore_ascii_case(name.as_bytes())).then(|| kv.next().unwrap_or(&[]))
+        // Decoded, and as PHP reads a name (`.`, ` ` and `[` become `_`).
+        let php = |b: u8| if matches!(b, b'.' | b' ' | b'[') { b'_' } else { b };
+        let same = |k: &[u8]| {
+            k.len() == name.len()
+                && k.iter()
+                    .zip(name.bytes())
+                    .all(|(&a, b)| php(a).eq_ignore_ascii_case(&b))
+        };
+        let named = percent_decode(key).map_or_else(|| same(key), |k| same(&k));
+        named.then(|| kv.next().unwrap_or(&[]))
     })
 }
 
@@ -343,6 +364,35 @@ mod tests {
         assert_eq!(methods, ["GET"]);
         let methods = request_methods(b"GET", b"/x?_method=DEL%45TE", std::iter::empty()).unwrap();
         assert_eq!(methods, ["GET", "DELETE"]);
+        // The name is decoded as frameworks decode it.
+        for query in [
+            &b"/x?%5Fmethod=DELETE"[..],
+            b"/x?%5fMETHOD=delete",
+            b"/x?_%6Dethod=DELETE",
+            // PHP reads `.`, ` ` and `[` in a parameter name as `_`.
+            b"/x?.method=DELETE",
+            b"/x?%2Emethod=DELETE",
+            b"/x?+method=DELETE",
+            b"/x?[method=DELETE",
+        ] {
+            let methods = request_methods(b"POST", query, std::iter::empty()).unwrap();
+            assert_eq!(methods, ["POST", "DELETE"], "{}", String::from_utf8_lossy(query));
+        }
+        for name in [
+            "X-HTTP-Method-Override",
+            "x_http_method_override",
+            "X_Http-Method",
+            "x-method_override",
+        ] {
+            assert!(is_method_override_header(name), "{name}");
+        }
+        for name in [
+            "x-http-method-overrides",
+            "x-http-methodoverride",
+            "x.http.method",
+        ] {
+            assert!(!is_method_override_header(name), "{name}");
+        }
         assert_eq!(
             request_methods(b"GET", b"/x?_method=DEL+ETE", std::iter::empty()),
             None

@@ -4,6 +4,10 @@
 //! Test-only code: a failed set-up panics with what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod demo;
+
+pub use demo::{demo_claims, Answer, DemoTopology, Edge, Observed, DEMO_AUDIENCE, DEMO_ISSUER};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -97,15 +101,26 @@ pub fn mint(claims: &Value) -> String {
 }
 
 pub fn mint_with(header: &str, claims: &Value, key: &[u8]) -> String {
+    mint_raw(header, &claims.to_string(), key)
+}
+
+/// Signs a header and a payload given as text (so duplicate names, odd spacing or
+/// broken JSON can be expressed) with HS256 under `key`.
+pub fn mint_raw(header: &str, payload: &str, key: &[u8]) -> String {
+    let signed = format!("{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()));
+    format!("{signed}.{}", hs256_signature(&signed, key))
+}
+
+/// The base64url (unpadded) HS256 signature of `signing_input` (`header.payload`).
+pub fn hs256_signature(signing_input: &str, key: &[u8]) -> String {
+    let sig = Hs256.sign(&Hs256Key::new(key), signing_input.as_bytes());
+    b64url(&jwt_compact::AlgorithmSignature::as_bytes(&sig))
+}
+
+/// Unpadded base64url, as JWS uses it.
+pub fn b64url(bytes: &[u8]) -> String {
     use base64ct::{Base64UrlUnpadded, Encoding};
-    let signed = format!(
-        "{}.{}",
-        Base64UrlUnpadded::encode_string(header.as_bytes()),
-        Base64UrlUnpadded::encode_string(claims.to_string().as_bytes())
-    );
-    let sig = Hs256.sign(&Hs256Key::new(key), signed.as_bytes());
-    let sig = jwt_compact::AlgorithmSignature::as_bytes(&sig);
-    format!("{signed}.{}", Base64UrlUnpadded::encode_string(&sig))
+    Base64UrlUnpadded::encode_string(bytes)
 }
 
 /// Claims for `sub` with `roles`, valid for ten minutes.
@@ -245,6 +260,17 @@ impl Envoy {
     /// Starts Envoy on a whole configuration of its own (listener and admin on port 0),
     /// optionally pinned to `cpus` with `taskset` (benchmarks).
     pub fn launch(yaml: &str, secret: Option<&str>, cpus: Option<&str>) -> Result<Envoy, StartFailure> {
+        Envoy::launch_in(yaml, secret, cpus, None)
+    }
+
+    /// Like [`Envoy::launch`], run from the directory `cwd` (relative paths in `yaml`,
+    /// such as the `.wasm` of the top-level `envoy.yaml`, resolve from there).
+    pub fn launch_in(
+        yaml: &str,
+        secret: Option<&str>,
+        cpus: Option<&str>,
+        cwd: Option<&Path>,
+    ) -> Result<Envoy, StartFailure> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("envoy.yaml"), yaml).unwrap();
         let admin_file = dir.path().join("admin.txt");
@@ -272,6 +298,9 @@ impl Envoy {
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .env_remove("SECRET_KEY");
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         if let Some(secret) = secret {
             cmd.env("SECRET_KEY", secret);
         }
@@ -396,6 +425,17 @@ impl Envoy {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// One statistic of Envoy's (a counter or gauge by its full name, such as
+    /// `cluster.api.upstream_rq_total`), read now.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let r = self.admin_get(&format!("/stats?filter={name}"));
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
     }
 
     pub fn admin_get(&self, path: &str) -> Response {

@@ -5,15 +5,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use tower_service::Service;
+use tracing::{debug, error};
 
 use crate::grants::token;
 use crate::housekeeping::{spawn_purger, PURGE_INTERVAL};
@@ -25,6 +32,12 @@ use crate::store::Store;
 
 /// Largest body accepted on `/token`, `/revoke` and `/admin/revoke`.
 pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
+
+/// How long a client may take to send a request's headers, and so how long a
+/// keep-alive connection may sit idle. The 10 s request timeout only starts once the
+/// headers are in: without this bound, a client sending one header byte a second
+/// would hold its connection (and a file descriptor) for ever.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct AppState {
     pub store: Store,
@@ -71,20 +84,57 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 /// Serves `app(state)` on `listener` until `shutdown` completes, then lets requests
 /// in flight finish. Expired revocations and refresh tokens are purged meanwhile.
+///
+/// HTTP/1.1 as `axum::serve` does it, plus [`HEADER_TIMEOUT`] (which `axum::serve`
+/// cannot set).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let purger = spawn_purger(state.store.clone(), PURGE_INTERVAL);
-    let served = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let mut make_service: IntoMakeServiceWithConnectInfo<Router, SocketAddr> =
+        app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                accept_failed(e).await;
+                continue;
+            }
+        };
+        let Ok(service) = make_service.call(peer).await;
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
     purger.abort();
-    served
+    Ok(())
+}
+
+/// As `axum::serve`: a client that went away is nothing; anything else (out of file
+/// descriptors) is logged and accepting pauses for a second rather than spinning.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {

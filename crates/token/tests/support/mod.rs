@@ -13,6 +13,8 @@ use gatehouse_token::store::{NewUser, Store};
 use gatehouse_token::{secret, AppState};
 use tokio::sync::oneshot;
 
+pub mod process;
+
 pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
 pub const ISSUER: &str = "https://gatehouse.test";
 
@@ -45,6 +47,8 @@ pub struct TestApp {
     pub store: Store,
     pub state: Arc<AppState>,
     pub client: reqwest::Client,
+    /// The SQLite file the service runs on.
+    pub db_path: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -97,6 +101,7 @@ impl TestApp {
             store,
             state,
             client: reqwest::Client::new(),
+            db_path,
             stop: Some(stop),
             _dir: dir,
         }
@@ -189,4 +194,86 @@ impl Drop for TestApp {
 pub async fn json(r: reqwest::Response) -> serde_json::Value {
     let text = r.text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+impl TestApp {
+    /// Argon2 runs so far (every verification is one observation of `hash_seconds`).
+    pub async fn hashes(&self) -> f64 {
+        self.metric("gatehouse_token_hash_seconds_count").await
+    }
+
+    /// A read-only SQLite connection to the service's database, beside the service's own.
+    pub async fn sql(&self) -> sqlx::SqliteConnection {
+        sql(&self.db_path).await
+    }
+}
+
+/// A read-only SQLite connection to `db` (WAL: it reads beside a running writer).
+pub async fn sql(db: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions;
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// What a client can observe of a response, but the `Date` header: status, every
+/// other header (sorted) and the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub async fn of(r: reqwest::Response) -> Answer {
+        let status = r.status().as_u16();
+        let mut headers: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(k, _)| *k != "date")
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        headers.sort();
+        Answer {
+            status,
+            headers,
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends `request` as raw bytes on a new connection and reads until the server closes
+/// it or `wait` passes; returns what came back.
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer (and close) before it has read everything: not an error.
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
 }
