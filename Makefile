@@ -8,10 +8,12 @@ ENVOY_BIN ?= $(or $(shell command -v envoy 2>/dev/null),$(LOCAL_ENVOY))
 export ENVOY_BIN
 WASM := target/wasm32-wasip1/release/gatehouse.wasm
 
-.PHONY: test lint unit e2e demo-check bench bench-smoke wasm wasm-target envoy demo clean-tools
+.PHONY: test lint unit e2e demo-check bench bench-smoke wasm wasm-target envoy demo clean-tools \
+	fuzz fuzz-smoke fuzz-tools
 
 ## Everything CI runs: formatting, lints on host and wasm, unit and end-to-end tests,
-## and the demo (envoy.yaml, docker-compose.yml, make demo + the walk-through).
+## the demo (envoy.yaml, docker-compose.yml, make demo + the walk-through), the bench
+## smoke and the fuzz smoke.
 test: lint wasm envoy
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
@@ -20,6 +22,7 @@ test: lint wasm envoy
 	fi
 	demo/check.sh
 	$(MAKE) bench-smoke
+	$(MAKE) fuzz-smoke
 
 demo-check: wasm envoy
 	demo/check.sh
@@ -69,3 +72,48 @@ demo: wasm envoy
 
 clean-tools:
 	rm -rf $(TOOLS)
+
+## Fuzzing with cargo fuzz (libFuzzer): the crate in fuzz/ is outside the workspace.
+## `make fuzz-smoke` runs every target for FUZZ_SMOKE_SECONDS and fails on any crash
+## (part of make test); `make fuzz` runs each for FUZZ_SECONDS (FUZZ_TARGETS to pick).
+## One libFuzzer job at a time (-jobs=1); the corpus a run grows goes to
+## fuzz/target/corpus/<target>, the committed seeds in fuzz/corpus/<target> are only
+## read; a crash is written to fuzz/artifacts/<target>/ and its log printed.
+## Nightly when installed (FUZZ_SANITIZER=address needs it); the default, no
+## sanitizer, also builds on stable. Timeouts over FUZZ_TIMEOUT seconds are crashes.
+FUZZ_TARGETS ?= token token_signed config path revocation form
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SANITIZER ?= none
+FUZZ_TIMEOUT ?= 30
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TOOLCHAIN ?= $(if $(shell rustup toolchain list 2>/dev/null | grep '^nightly'),nightly,stable)
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
+fuzz: fuzz-tools
+	@set -e; cd fuzz; \
+	echo "cargo +$(FUZZ_TOOLCHAIN) fuzz build -s $(FUZZ_SANITIZER)"; \
+	cargo +$(FUZZ_TOOLCHAIN) fuzz build -s $(FUZZ_SANITIZER); \
+	mkdir -p target/logs; \
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$t; \
+		case $$t in token) d=token;; path) d=path;; form) d=form;; *) d=json;; esac; \
+		log=target/logs/$$t.log; \
+		if cargo +$(FUZZ_TOOLCHAIN) fuzz run -s $(FUZZ_SANITIZER) $$t target/corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -jobs=1 -timeout=$(FUZZ_TIMEOUT) \
+			-dict=dict/$$d.dict -print_final_stats=1 >$$log 2>&1; then \
+			printf '%-13s %4ss: %s\n' $$t $(FUZZ_SECONDS) "$$(grep -E '^#[0-9]+[[:space:]]+DONE' $$log | tail -1 | tr -s ' \t' ' ')"; \
+		else \
+			grep -vE '^#[0-9]+|NEW_FUNC|Uses:' $$log | tail -60; \
+			echo "fuzz target $$t failed (full log fuzz/$$log; crash input under fuzz/artifacts/$$t/)"; \
+			exit 1; \
+		fi; \
+	done; rm -f fuzz-*.log
+
+## Nightly (if it can be had) and cargo-fuzz, each only if missing.
+fuzz-tools:
+	@rustup toolchain list | grep '^nightly' >/dev/null || rustup toolchain install nightly --profile minimal \
+		|| echo "no nightly toolchain: fuzzing on stable without a sanitizer"
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)

@@ -173,10 +173,12 @@ fn check_time(claims: &Claims<StrictObject>, policy: &TokenPolicy, now: i64) -> 
     claims
         .validate_expiration(&options)
         .map_err(|_| Reason::Expired)?;
-    if claims.not_before.is_some() {
-        claims
-            .validate_maturity(&options)
-            .map_err(|_| Reason::NotYetValid)?;
+    // Not jwt-compact's `validate_maturity`: its `nbf - leeway` panics (killing the VM)
+    // for an `nbf` within the leeway of chrono's earliest time (found writing the fuzz oracle).
+    if let Some(nbf) = claims.not_before {
+        if now < nbf.timestamp().saturating_sub(skew) {
+            return Err(Reason::NotYetValid);
+        }
     }
     if let Some(iat) = claims.issued_at {
         if iat.timestamp() > now.saturating_add(skew) {
@@ -658,6 +660,36 @@ pub(crate) mod tests {
         for (name, token, want) in cases {
             assert_eq!(verify(&p, &KeySet::default(), &token, NOW), Err(want), "{name}");
         }
+    }
+
+    /// Regression (fuzz/corpus/token_signed/nbf-earliest): a signed token whose `nbf` is
+    /// chrono's earliest time made jwt-compact's maturity check panic on `nbf - skew`.
+    #[test]
+    fn times_at_the_ends_of_the_calendar_are_refused_without_a_panic() {
+        let p = token_policy();
+        let earliest: i64 = -8_334_601_228_800; // DateTime::<Utc>::MIN_UTC
+        for nbf in [earliest, earliest + 1, earliest + 59] {
+            let token = sign(&with(json!({ "nbf": nbf, "iat": null })));
+            assert_eq!(
+                verify(&p, &KeySet::default(), &token, NOW),
+                Err(Reason::Lifetime),
+                "{nbf}"
+            );
+        }
+        let latest: i64 = 8_210_266_876_799; // DateTime::<Utc>::MAX_UTC
+        for (claim, want) in [
+            ("nbf", Reason::NotYetValid),
+            ("iat", Reason::IssuedInFuture),
+            ("exp", Reason::Lifetime),
+        ] {
+            let token = sign(&with(json!({ claim: latest })));
+            assert_eq!(verify(&p, &KeySet::default(), &token, NOW), Err(want), "{claim}");
+        }
+        let token = sign(&with(json!({ "nbf": earliest - 1 })));
+        assert_eq!(
+            verify(&p, &KeySet::default(), &token, NOW),
+            Err(Reason::Malformed)
+        );
     }
 
     #[test]
