@@ -319,6 +319,18 @@ impl DemoTopology {
         }
     }
 
+    /// Kills the token service with SIGKILL (Envoy keeps running).
+    pub fn kill_token_service(&mut self) {
+        let _ = self.token.child.kill();
+        let _ = self.token.child.wait();
+    }
+
+    /// Kills the demo API with SIGKILL (Envoy keeps running).
+    pub fn kill_api(&mut self) {
+        let _ = self.api.child.kill();
+        let _ = self.api.child.wait();
+    }
+
     /// The logs of the three processes, for failure messages.
     pub fn logs(&self) -> String {
         format!(
