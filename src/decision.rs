@@ -290,11 +290,10 @@ pub fn decide<'a>(
         return deny(Reason::AmbiguousPath);
     };
     let matched = policy.routes.lookup(&path, &methods);
-    let requirements: Vec<&Requirement> = matched.iter().map(|m| m.require).collect();
-    if requirements.contains(&&Requirement::Deny) {
+    if matched.iter().any(|m| *m.require == Requirement::Deny) {
         return deny(Reason::Closed);
     }
-    if requirements.iter().all(|r| **r == Requirement::Public) {
+    if matched.iter().all(|m| *m.require == Requirement::Public) {
         return Decision::Allow {
             outcome: Outcome::AllowedPublic,
             remove: spoofed_identity(policy, headers, &[]),
@@ -330,7 +329,11 @@ pub fn decide<'a>(
             return deny(Reason::Revoked);
         }
     }
-    if let Some(unmet) = requirements.iter().find(|r| !r.allows(&verified.roles)) {
+    if let Some(unmet) = matched
+        .iter()
+        .map(|m| m.require)
+        .find(|r| !r.allows(&verified.roles))
+    {
         return Decision::Deny(Reason::Forbidden.denial(&policy.challenge, unmet.roles()));
     }
     let set = match identity_headers(policy, &verified) {
