@@ -20,7 +20,7 @@ use crate::limiter::FailureLimiter;
 use crate::metrics::Metrics;
 use crate::passwords::{check_new_password, check_phc, Argon2Params, Hasher, OWASP_MIN};
 use crate::signing::{generate, SigningAlg};
-use crate::store::{NewUser, Store};
+use crate::store::{Location, NewUser, Store};
 use crate::{secret, username};
 
 #[derive(Parser)]
@@ -30,9 +30,14 @@ use crate::{secret, username};
     about = "Issues the JWTs that the Gatehouse filter checks"
 )]
 pub struct Cli {
-    /// SQLite database file (created if missing).
+    /// SQLite database file (created if missing); ignored when a database URL is given.
     #[arg(long, env = "GATEHOUSE_DB", default_value = "gatehouse.db", global = true)]
     db: PathBuf,
+    /// PostgreSQL instead of SQLite, for several replicas of the service:
+    /// `postgres://user:password@host:5432/dbname` (`?sslmode=require` for TLS). Every
+    /// replica and the CLI must be given the same database.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
     /// Access-token lifetime in seconds: what `serve` issues, how long retired keys stay
     /// published, and how long `user disable` / `user revoke` keep tokens revoked at the
     /// edge. Give every command the same value.
@@ -163,6 +168,9 @@ enum UserCommand {
     Import { file: PathBuf },
 }
 
+/// How often `serve` reloads the signing keys from the store.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let params = Argon2Params {
         memory_kib: cli.argon2.argon2_memory_kib,
@@ -170,15 +178,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         parallelism: cli.argon2.argon2_parallelism,
     };
     let access_ttl = i64::from(cli.access_ttl_seconds);
+    let db = Location::pick(&cli.db, cli.database_url.as_deref())?;
     match cli.command {
-        Command::Serve(args) => serve_command(&cli.db, params, access_ttl, args).await,
-        Command::User(cmd) => user_command(&cli.db, params, access_ttl, cmd).await,
-        Command::Keys(cmd) => keys_command(&cli.db, access_ttl, cmd).await,
+        Command::Serve(args) => serve_command(&db, params, access_ttl, args).await,
+        Command::User(cmd) => user_command(&db, params, access_ttl, cmd).await,
+        Command::Keys(cmd) => keys_command(&db, access_ttl, cmd).await,
     }
 }
 
+async fn open(db: &Location) -> anyhow::Result<Store> {
+    Store::open(db).await.with_context(|| format!("opening the {db}"))
+}
+
 async fn serve_command(
-    db: &std::path::Path,
+    db: &Location,
     params: Argon2Params,
     access_ttl: i64,
     args: ServeArgs,
@@ -190,9 +203,7 @@ async fn serve_command(
         args.max_concurrent_hashes.unwrap_or(cpus),
         Duration::from_millis(args.hash_queue_timeout_ms),
     )?;
-    let store = Store::open(db)
-        .await
-        .with_context(|| format!("opening {}", db.display()))?;
+    let store = open(db).await?;
     let purged = store.purge_expired(unix_now()).await?;
     let window = Duration::from_secs(u64::from(args.failure_window_seconds.max(1)));
     let listener = TcpListener::bind(&args.listen)
@@ -229,11 +240,12 @@ async fn serve_command(
         metrics: Metrics::default(),
         admin_role: args.admin_role,
     });
-    // A key rotated from the CLI is picked up within seconds.
+    // A key rotated from the CLI or by another replica is signed with and published
+    // within a second (one small read per second).
     let reloader = {
         let state = state.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
+            let mut every = tokio::time::interval(KEY_RELOAD_INTERVAL);
             loop {
                 every.tick().await;
                 if let Err(e) = state.issuer.load(&state.store, unix_now()).await {
@@ -326,15 +338,13 @@ struct ImportLine {
 }
 
 async fn user_command(
-    db: &std::path::Path,
+    db: &Location,
     params: Argon2Params,
     access_ttl: i64,
     cmd: UserCommand,
 ) -> anyhow::Result<()> {
     let now = unix_now();
-    let store = Store::open(db)
-        .await
-        .with_context(|| format!("opening {}", db.display()))?;
+    let store = open(db).await?;
     let hasher = || Hasher::new(params, 1, Duration::from_secs(60));
     match cmd {
         UserCommand::Add {
@@ -432,10 +442,8 @@ async fn user_command(
     Ok(())
 }
 
-async fn keys_command(db: &std::path::Path, access_ttl: i64, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = Store::open(db)
-        .await
-        .with_context(|| format!("opening {}", db.display()))?;
+async fn keys_command(db: &Location, access_ttl: i64, cmd: KeysCommand) -> anyhow::Result<()> {
+    let store = open(db).await?;
     let now = unix_now();
     match cmd {
         KeysCommand::Rotate { alg } => {

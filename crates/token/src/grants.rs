@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -22,6 +22,7 @@ use crate::app::{unix_now, AppState};
 use crate::error::{internal, ApiError};
 use crate::form::required;
 use crate::issue::{random_token, refresh_hash};
+use crate::limiter::Verdict;
 use crate::passwords::MAX_PASSWORD_BYTES;
 use crate::store::{Rotation, User};
 use crate::{form, username};
@@ -94,14 +95,17 @@ async fn password_grant(
     let user_key = format!("u:{name}");
     let address_key = format!("a:{address}");
 
-    let now = Instant::now();
-    if let Err(after) = state
-        .failures_per_user
-        .check(&user_key, now)
-        .and(state.failures_per_address.check(&address_key, now))
-    {
-        state.metrics.logins_rate_limited.inc();
-        return Err(ApiError::RateLimited(after));
+    let per_user = state.failures_per_user.check(&state.store, &user_key).await.map_err(internal)?;
+    let per_address = state
+        .failures_per_address
+        .check(&state.store, &address_key)
+        .await
+        .map_err(internal)?;
+    for verdict in [per_user, per_address] {
+        if let Verdict::Limited(after) = verdict {
+            state.metrics.logins_rate_limited.inc();
+            return Err(ApiError::RateLimited(after));
+        }
     }
 
     let credentials = if name.is_empty() {
@@ -122,14 +126,25 @@ async fn password_grant(
     let user = match credentials {
         Some((user, _)) if verdict.matches && !user.disabled => user,
         _ => {
-            state.failures_per_user.fail(&user_key, Instant::now());
-            state.failures_per_address.fail(&address_key, Instant::now());
+            // The attempt has happened; a failure that cannot be counted is logged, and
+            // the answer stays the same.
+            for (limiter, key) in [
+                (&state.failures_per_user, &user_key),
+                (&state.failures_per_address, &address_key),
+            ] {
+                if let Err(e) = limiter.fail(&state.store, key).await {
+                    error!(error = %e, "could not count a failed login");
+                }
+            }
             state.metrics.logins_failed.inc();
             info!(outcome = "failed", "password login");
             return Err(ApiError::BadCredentials);
         }
     };
-    state.failures_per_user.reset(&user_key);
+    // Only a key holding failures is written to: a login is otherwise read-only here.
+    if per_user == (Verdict::Allowed { holds_failures: true }) {
+        state.failures_per_user.reset(&state.store, &user_key).await.map_err(internal)?;
+    }
     if verdict.needs_rehash {
         if let Some(old) = stored_hash {
             rehash_later(state, user.id, old, password);

@@ -1,5 +1,6 @@
 //! A background task deleting what can no longer matter: revocation entries whose
-//! tokens have all expired, and expired refresh tokens.
+//! tokens have all expired, expired refresh tokens, and failed-login keys whose
+//! failures have all refilled. Every replica runs it; the deletes are idempotent.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::app::unix_now;
+use crate::limiter::now_us;
 use crate::store::Store;
 
 /// How often `serve` purges.
@@ -33,5 +35,9 @@ async fn purge(store: &Store, now: i64) {
     match store.purge_expired(now).await {
         Ok(n) => debug!(purged = n, "expired refresh tokens purged"),
         Err(e) => warn!(error = %e, "could not purge refresh tokens"),
+    }
+    match store.purge_failures(now_us()).await {
+        Ok(n) => debug!(purged = n, "refilled failed-login keys purged"),
+        Err(e) => warn!(error = %e, "could not purge failed-login keys"),
     }
 }

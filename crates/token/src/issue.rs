@@ -81,7 +81,8 @@ impl Issuer {
 
     /// (Re)loads the current signing key and the published ones from the store,
     /// creating a first key if there is none for the algorithm. Called at start and
-    /// then periodically, so a `keys rotate` from the CLI is picked up.
+    /// then every second, so a `keys rotate` from the CLI, or a key another replica
+    /// made, is picked up.
     pub async fn load(&self, store: &Store, now: i64) -> Result<(), KeyError> {
         if self.alg == SigningAlg::Hs256 {
             return Ok(());
@@ -92,8 +93,12 @@ impl Issuer {
             .any(|k| k.retired_at.is_none() && k.alg == self.alg.name());
         if !has_current {
             let key = generate(self.alg, &self.secret)?;
-            info!(kid = %key.kid, alg = self.alg.name(), "generated a signing key");
-            store.rotate_signing_key(&key, now).await?;
+            match store.rotate_signing_key(&key, now).await {
+                Ok(()) => info!(kid = %key.kid, alg = self.alg.name(), "generated a signing key"),
+                // Another replica made the first key meanwhile: sign with that one.
+                Err(crate::store::StoreError::KeyRace) => {}
+                Err(e) => return Err(e.into()),
+            }
             keys = store.signing_keys().await?;
         }
         let Some(current) = keys

@@ -1,119 +1,134 @@
-//! Limits on failed logins, per key (a username, a client address).
+//! Limits on failed logins, per key (a username, a client address), shared by every
+//! replica of the service through the store.
 //!
 //! Only failures count, so a user who types their password right is never slowed
 //! down: each key has a bucket of `burst` failures that refills evenly over `window`.
 //! A key whose bucket is empty is refused before any hashing, with the time until one
-//! failure's worth has refilled.
+//! failure's worth has refilled. The bucket is kept as one time (GCRA): when it is
+//! full again. Each failure pushes that time one refill interval further.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Keys kept at most; past this, keys whose bucket is full again are forgotten first.
-const MAX_KEYS: usize = 100_000;
+use crate::store::{Store, StoreError};
 
 pub struct FailureLimiter {
-    burst: f64,
-    per_second: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    burst: i64,
+    /// How long one failure takes to refill, in microseconds.
+    interval_us: i64,
 }
 
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// What a check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on; `holds_failures` says whether the key has failures to forget later.
+    Allowed { holds_failures: bool },
+    /// No failures left: try again after this long.
+    Limited(Duration),
 }
 
 impl FailureLimiter {
     /// At most `burst` failures, refilling `burst` per `window`.
     pub fn new(burst: u32, window: Duration) -> Self {
-        let burst = f64::from(burst.max(1));
+        let burst = i64::from(burst.max(1));
+        let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX).max(1);
         FailureLimiter {
             burst,
-            per_second: burst / window.as_secs_f64().max(0.001),
-            buckets: Mutex::new(HashMap::new()),
+            interval_us: (window_us / burst).max(1),
         }
     }
 
-    /// `Err(retry_after)` if `key` has no failures left.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        match buckets.get(key).map(|b| self.refilled(*b, now)) {
-            Some(tokens) if tokens < 1.0 => Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second)),
-            _ => Ok(()),
-        }
+    pub async fn check(&self, store: &Store, key: &str) -> Result<Verdict, StoreError> {
+        let full_at = store.failures_full_at(key).await?;
+        Ok(self.verdict(full_at, now_us()))
     }
 
     /// Counts one failure for `key`.
-    pub fn fail(&self, key: &str, now: Instant) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
-            buckets.retain(|_, b| self.refilled(*b, now) < self.burst);
-            if buckets.len() >= MAX_KEYS {
-                // Still full: forget the oldest half rather than grow without bound.
-                let mut ages: Vec<Instant> = buckets.values().map(|b| b.at).collect();
-                ages.sort_unstable();
-                let cutoff = ages[ages.len() / 2];
-                buckets.retain(|_, b| b.at > cutoff);
-            }
-        }
-        let tokens = buckets.get(key).map_or(self.burst, |b| self.refilled(*b, now));
-        buckets.insert(
-            key.to_string(),
-            Bucket {
-                tokens: tokens - 1.0,
-                at: now,
-            },
-        );
+    pub async fn fail(&self, store: &Store, key: &str) -> Result<(), StoreError> {
+        store.record_failure(key, now_us(), self.interval_us).await
     }
 
     /// Forgets the failures of `key` (after a successful login as that user).
-    pub fn reset(&self, key: &str) {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    pub async fn reset(&self, store: &Store, key: &str) -> Result<(), StoreError> {
+        store.forget_failures(key).await
     }
 
-    fn refilled(&self, b: Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        (b.tokens + elapsed * self.per_second).min(self.burst)
+    /// Limited once the failures still unrefilled leave less than one of `burst`: the
+    /// bucket is full again at `full_at`, and each failure takes `interval_us` of it.
+    fn verdict(&self, full_at: Option<i64>, now_us: i64) -> Verdict {
+        let Some(full_at) = full_at else {
+            return Verdict::Allowed { holds_failures: false };
+        };
+        let owed = full_at.saturating_sub(now_us);
+        let allowed_debt = (self.burst - 1).saturating_mul(self.interval_us);
+        if owed > allowed_debt {
+            let wait = u64::try_from(owed - allowed_debt).unwrap_or(0);
+            Verdict::Limited(Duration::from_micros(wait))
+        } else {
+            Verdict::Allowed {
+                holds_failures: owed > 0,
+            }
+        }
     }
+}
+
+/// Unix time in microseconds: replicas share it (an `Instant` is per process).
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_failures_count_and_they_refill() {
-        let l = FailureLimiter::new(3, Duration::from_secs(30));
-        let t0 = Instant::now();
-        for _ in 0..10 {
-            assert!(l.check("u:alice", t0).is_ok(), "checks alone never limit");
-        }
-        for _ in 0..3 {
-            assert!(l.check("u:alice", t0).is_ok());
-            l.fail("u:alice", t0);
-        }
-        let retry = l.check("u:alice", t0).unwrap_err();
-        assert!(
-            retry > Duration::from_secs(9) && retry <= Duration::from_secs(10),
-            "{retry:?}"
-        );
-        assert!(l.check("u:bob", t0).is_ok(), "other keys are not affected");
-        assert!(
-            l.check("u:alice", t0 + Duration::from_secs(10)).is_ok(),
-            "one failure refilled"
-        );
-        l.reset("u:alice");
-        assert!(l.check("u:alice", t0).is_ok());
+    /// What the store does with a failure, for the pure verdict tests.
+    fn fail(l: &FailureLimiter, full_at: Option<i64>, now: i64) -> Option<i64> {
+        Some(full_at.unwrap_or(now).max(now) + l.interval_us)
     }
 
     #[test]
-    fn memory_stays_bounded() {
-        let l = FailureLimiter::new(1, Duration::from_secs(3600));
-        let t0 = Instant::now();
-        for i in 0..(MAX_KEYS + 10) {
-            l.fail(&format!("a:{i}"), t0 + Duration::from_micros(i as u64));
+    fn only_failures_count_and_they_refill() {
+        let l = FailureLimiter::new(3, Duration::from_secs(30));
+        let t0 = 1_800_000_000_000_000;
+        let s = 1_000_000;
+        let mut at = None;
+        for _ in 0..10 {
+            assert_eq!(l.verdict(at, t0), Verdict::Allowed { holds_failures: false });
         }
-        assert!(l.buckets.lock().unwrap().len() <= MAX_KEYS);
+        for _ in 0..3 {
+            assert!(matches!(l.verdict(at, t0), Verdict::Allowed { .. }));
+            at = fail(&l, at, t0);
+        }
+        assert_eq!(l.verdict(at, t0), Verdict::Limited(Duration::from_secs(10)));
+        assert_eq!(
+            l.verdict(at, t0 + 4 * s),
+            Verdict::Limited(Duration::from_secs(6))
+        );
+        assert_eq!(
+            l.verdict(at, t0 + 10 * s),
+            Verdict::Allowed { holds_failures: true },
+            "one failure refilled"
+        );
+        assert_eq!(
+            l.verdict(at, t0 + 30 * s),
+            Verdict::Allowed { holds_failures: false },
+            "all refilled"
+        );
+        // Failures after a pause start from now, not from the old time.
+        let later = fail(&l, at, t0 + 100 * s);
+        assert_eq!(later, Some(t0 + 110 * s));
+    }
+
+    #[test]
+    fn a_clock_behind_the_stored_time_counts_the_wait_from_it() {
+        let l = FailureLimiter::new(1, Duration::from_secs(60));
+        let t0 = 1_800_000_000_000_000;
+        let at = fail(&l, None, t0);
+        // A replica whose clock is 2 s behind sees 62 s to wait, never a negative one.
+        assert_eq!(
+            l.verdict(at, t0 - 2_000_000),
+            Verdict::Limited(Duration::from_secs(62))
+        );
     }
 }

@@ -1,16 +1,22 @@
-//! Users, refresh tokens and revocations in SQLite (WAL, `synchronous=FULL`, foreign
-//! keys on), with embedded migrations. The [`User`] that leaves this module never carries the
-//! password hash; only [`Store::credentials`] returns it, for verification.
+//! Users, refresh tokens, signing keys, revocations and failed-login limits, in SQLite
+//! (the embedded default: WAL, `synchronous=FULL`, foreign keys on) or PostgreSQL (for
+//! several replicas of the service), with embedded migrations for each.
+//!
+//! One set of queries serves both, through sqlx's `Any` driver: placeholders are `$N`
+//! (which SQLite also reads) and the SQL sticks to what both databases mean the same
+//! way; the few differences are named where they occur. The [`User`] that leaves this
+//! module never carries the password hash; only [`Store::credentials`] returns it.
 
-use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
+mod failures;
+mod location;
 mod revocations;
+pub use location::{Backend, Location};
 pub use revocations::{FeedPage, Revoked};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +33,8 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("corrupt revocation entry {0} in the database")]
     CorruptRevocation(i64),
+    #[error("another process made a current signing key at the same time")]
+    KeyRace,
 }
 
 /// A user as the rest of the service sees it: no password hash.
@@ -72,26 +80,42 @@ pub enum Rotation {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and applies the migrations.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a transaction that returned is on disk, even across power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+    /// Opens the database (creating a SQLite file if needed) and applies the migrations.
+    /// Several processes may do this at once on one PostgreSQL database: its migrations
+    /// run under a lock.
+    pub async fn open(location: &Location) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = location.backend();
+        let pool = AnyPoolOptions::new()
+            .max_connections(location.max_connections())
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // FULL: a transaction that returned is on disk, even across power
+                        // loss. (The URL cannot carry these; the busy timeout is 5 s.)
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(location.connect_options()?)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Whether the database answers.
@@ -119,7 +143,7 @@ impl Store {
     /// The user and their password hash, for login only.
     pub async fn credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, username, roles, disabled, created_at, updated_at, password_hash FROM users WHERE username = ?",
+            "SELECT id, username, roles, disabled, created_at, updated_at, password_hash FROM users WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
@@ -130,7 +154,7 @@ impl Store {
 
     pub async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE username = ?",
+            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
@@ -157,7 +181,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ? AND password_hash = ?",
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4",
         )
         .bind(new_hash)
         .bind(now)
@@ -211,7 +235,7 @@ impl Store {
         // first could not later upgrade if another writer committed meanwhile).
         revocations::revoke_subject(&mut tx, username, now, access_ttl_seconds).await?;
         let row = sqlx::query(
-            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE username = ?",
+            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&mut *tx)
@@ -242,7 +266,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let scope = scope.map(serde_json::to_string).transpose()?;
         sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_hash)
         .bind(family)
@@ -268,8 +292,8 @@ impl Store {
     ) -> Result<Rotation, StoreError> {
         let mut tx = self.pool.begin().await?;
         let spent = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = ?
-             WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
+            "UPDATE refresh_tokens SET used_at = $1
+             WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $3
              RETURNING id, family, user_id, scope",
         )
         .bind(now)
@@ -280,17 +304,17 @@ impl Store {
 
         let Some(spent) = spent else {
             // Not spendable: unknown, expired, revoked, or already used (reuse).
-            let row = sqlx::query("SELECT family, used_at IS NOT NULL AS used, revoked_at IS NOT NULL AS revoked FROM refresh_tokens WHERE token_hash = ?")
+            let row = sqlx::query("SELECT family, used_at IS NOT NULL AS used, revoked_at IS NOT NULL AS revoked FROM refresh_tokens WHERE token_hash = $1")
                 .bind(old_hash)
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = match row {
-                Some(r) if r.try_get::<bool, _>("used")? && !r.try_get::<bool, _>("revoked")? => {
+                Some(r) if flag(&r, "used")? && !flag(&r, "revoked")? => {
                     let family: String = r.try_get("family")?;
                     revoke_family(&mut tx, &family, now).await?;
                     Rotation::Reused
                 }
-                Some(r) if r.try_get::<bool, _>("used")? => Rotation::Reused,
+                Some(r) if flag(&r, "used")? => Rotation::Reused,
                 _ => Rotation::Invalid,
             };
             tx.commit().await?;
@@ -301,7 +325,7 @@ impl Store {
         let user_id: i64 = spent.try_get("user_id")?;
         let scope: Option<String> = spent.try_get("scope")?;
         let user_row = sqlx::query(
-            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE id = ?",
+            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE id = $1",
         )
         .bind(user_id)
         .fetch_one(&mut *tx)
@@ -313,7 +337,7 @@ impl Store {
             return Ok(Rotation::Invalid);
         }
         sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(new_hash)
         .bind(&family)
@@ -332,7 +356,7 @@ impl Store {
     /// grant it belongs to). Whether the token is one of ours.
     pub async fn revoke_refresh_family(&self, token_hash: &[u8], now: i64) -> Result<bool, StoreError> {
         // Read first: anyone may present garbage, and a lookup takes no write lock.
-        let family = sqlx::query("SELECT family FROM refresh_tokens WHERE token_hash = ?")
+        let family = sqlx::query("SELECT family FROM refresh_tokens WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -342,7 +366,7 @@ impl Store {
         // One statement by family: a rotation racing with it either runs first (and its
         // new token is revoked here) or finds the family revoked and refuses.
         let family: String = family.try_get("family")?;
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(&family)
             .execute(&self.pool)
@@ -352,7 +376,7 @@ impl Store {
 
     /// Deletes refresh tokens that can no longer be used.
     pub async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ?")
+        let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
@@ -363,13 +387,13 @@ impl Store {
     pub async fn refresh_states(&self, username: &str) -> Result<Vec<(String, bool, bool)>, StoreError> {
         let rows = sqlx::query(
             "SELECT t.family, t.used_at IS NOT NULL AS used, t.revoked_at IS NOT NULL AS revoked
-             FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE u.username = ? ORDER BY t.id",
+             FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE u.username = $1 ORDER BY t.id",
         )
         .bind(username)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("family")?, r.try_get("used")?, r.try_get("revoked")?)))
+            .map(|r| Ok((r.try_get("family")?, flag(r, "used")?, flag(r, "revoked")?)))
             .collect()
     }
 
@@ -377,12 +401,12 @@ impl Store {
     /// retired now (and stays published while tokens it signed may be alive).
     pub async fn rotate_signing_key(&self, key: &crate::signing::NewKey, now: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, sealed_key, public_jwk, created_at) VALUES (?, ?, ?, ?, ?)",
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, sealed_key, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&key.kid)
         .bind(key.alg.name())
@@ -390,17 +414,30 @@ impl Store {
         .bind(&key.public_jwk)
         .bind(now)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // The one-current-key index: another replica's rotation committed first.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::KeyRace),
+            Err(e) => return Err(e.into()),
+        }
         tx.commit().await?;
         Ok(())
     }
 
     /// Every signing key, newest first.
     pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, rowid DESC",
-        )
-        .fetch_all(&self.pool)
+        // Keys made in the same second: the later insert first (SQLite's rowid, a
+        // PostgreSQL identity column).
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, rowid DESC"
+            }
+            Backend::Postgres => {
+                "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, id DESC"
+            }
+        };
+        let rows = sqlx::query(sql).fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -421,16 +458,16 @@ impl Store {
     }
 }
 
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
-const SET_HASH: &str = "UPDATE users SET password_hash = ?, updated_at = ? WHERE username = ? RETURNING id";
-const SET_DISABLED: &str = "UPDATE users SET disabled = ?, updated_at = ? WHERE username = ? RETURNING id";
-const SET_ROLES: &str = "UPDATE users SET roles = ?, updated_at = ? WHERE username = ? RETURNING id";
+const SET_HASH: &str = "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 RETURNING id";
+const SET_DISABLED: &str = "UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3 RETURNING id";
+const SET_ROLES: &str = "UPDATE users SET roles = $1, updated_at = $2 WHERE username = $3 RETURNING id";
 
 async fn insert_user(tx: &mut Tx<'_>, new: &NewUser<'_>, now: i64) -> Result<User, StoreError> {
     let roles = serde_json::to_string(new.roles)?;
     let result = sqlx::query(
-        "INSERT INTO users (username, password_hash, roles, disabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO users (username, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(new.username)
     .bind(new.password_hash)
@@ -438,11 +475,11 @@ async fn insert_user(tx: &mut Tx<'_>, new: &NewUser<'_>, now: i64) -> Result<Use
     .bind(new.disabled)
     .bind(now)
     .bind(now)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await;
     match result {
-        Ok(done) => Ok(User {
-            id: done.last_insert_rowid(),
+        Ok(row) => Ok(User {
+            id: row.try_get("id")?,
             username: new.username.to_string(),
             roles: new.roles.to_vec(),
             disabled: new.disabled,
@@ -456,7 +493,7 @@ async fn insert_user(tx: &mut Tx<'_>, new: &NewUser<'_>, now: i64) -> Result<Use
     }
 }
 
-/// Runs `sql` (an `UPDATE users SET <column> = ?, updated_at = ? WHERE username = ?
+/// Runs `sql` (an `UPDATE users SET <column> = $1, updated_at = $2 WHERE username = $3
 /// RETURNING id`); returns the user's id.
 async fn update_user<'q, T>(
     tx: &mut Tx<'_>,
@@ -466,7 +503,7 @@ async fn update_user<'q, T>(
     now: i64,
 ) -> Result<i64, StoreError>
 where
-    T: 'q + Send + sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    T: 'q + Send + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     let row = sqlx::query(sql)
         .bind(value)
@@ -479,7 +516,7 @@ where
 }
 
 async fn revoke_family(tx: &mut Tx<'_>, family: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(family)
         .execute(&mut **tx)
@@ -488,7 +525,7 @@ async fn revoke_family(tx: &mut Tx<'_>, family: &str, now: i64) -> Result<(), St
 }
 
 async fn revoke_user_tokens(tx: &mut Tx<'_>, user_id: i64, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(user_id)
         .execute(&mut **tx)
@@ -496,14 +533,22 @@ async fn revoke_user_tokens(tx: &mut Tx<'_>, user_id: i64, now: i64) -> Result<(
     Ok(())
 }
 
-fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
+fn user_from_row(r: &AnyRow) -> Result<User, StoreError> {
     let roles: String = r.try_get("roles")?;
     Ok(User {
         id: r.try_get("id")?,
         username: r.try_get("username")?,
         roles: serde_json::from_str(&roles)?,
-        disabled: r.try_get("disabled")?,
+        disabled: flag(r, "disabled")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
+}
+
+/// A truth value: PostgreSQL answers a `BOOLEAN`, SQLite an integer.
+fn flag(r: &AnyRow, column: &str) -> Result<bool, StoreError> {
+    match r.try_get::<bool, _>(column) {
+        Ok(b) => Ok(b),
+        Err(_) => Ok(r.try_get::<i64, _>(column)? != 0),
+    }
 }

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, Tx};
+use super::{Backend, Store, StoreError, Tx};
 
 /// One entry as the feed serves it; the field names are the filter's contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,8 +43,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let seq = next_seq(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO revocations (seq, kind, value, until) VALUES (?, 'jti', ?, ?)
-             ON CONFLICT (kind, value) DO UPDATE SET seq = excluded.seq, until = MAX(until, excluded.until)",
+            "INSERT INTO revocations (seq, kind, value, until) VALUES ($1, 'jti', $2, $3)
+             ON CONFLICT (kind, value) DO UPDATE SET seq = excluded.seq,
+                 until = CASE WHEN excluded.until > revocations.until THEN excluded.until ELSE revocations.until END",
         )
         .bind(seq)
         .bind(jti)
@@ -60,7 +61,7 @@ impl Store {
     pub async fn is_revoked(&self, sub: &str, jti: &str, iat: i64) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT 1 FROM revocations
-             WHERE (kind = 'jti' AND value = ?) OR (kind = 'sub' AND value = ? AND iat_before > ?)",
+             WHERE (kind = 'jti' AND value = $1) OR (kind = 'sub' AND value = $2 AND iat_before > $3)",
         )
         .bind(jti)
         .bind(sub)
@@ -78,8 +79,14 @@ impl Store {
         feed: Option<&str>,
         now: i64,
     ) -> Result<FeedPage, StoreError> {
-        // One read transaction: the cursor and the entries come from the same snapshot.
+        // One read transaction: the cursor and the entries come from the same snapshot
+        // (SQLite's read transactions are snapshots; PostgreSQL's only when asked).
         let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
         let head = sqlx::query("SELECT feed, seq FROM revocation_feed WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
@@ -88,7 +95,7 @@ impl Store {
         let reset = needs_reset(since, feed, &ours, cursor);
         let after = if reset { 0 } else { since.unwrap_or(0) };
         let rows = sqlx::query(
-            "SELECT id, kind, value, iat_before, until FROM revocations WHERE seq > ? AND until >= ? ORDER BY seq",
+            "SELECT id, kind, value, iat_before, until FROM revocations WHERE seq > $1 AND until >= $2 ORDER BY seq",
         )
         .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .bind(now)
@@ -106,7 +113,7 @@ impl Store {
 
     /// Deletes the entries that cover no live token any more.
     pub async fn purge_revocations(&self, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM revocations WHERE until < ?")
+        let done = sqlx::query("DELETE FROM revocations WHERE until < $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
@@ -125,9 +132,11 @@ pub(super) async fn revoke_subject(
 ) -> Result<(), StoreError> {
     let seq = next_seq(tx).await?;
     sqlx::query(
-        "INSERT INTO revocations (seq, kind, value, iat_before, until) VALUES (?, 'sub', ?, ?, ?)
+        "INSERT INTO revocations (seq, kind, value, iat_before, until) VALUES ($1, 'sub', $2, $3, $4)
          ON CONFLICT (kind, value) DO UPDATE SET seq = excluded.seq,
-             iat_before = MAX(iat_before, excluded.iat_before), until = MAX(until, excluded.until)",
+             iat_before = CASE WHEN excluded.iat_before > revocations.iat_before
+                               THEN excluded.iat_before ELSE revocations.iat_before END,
+             until = CASE WHEN excluded.until > revocations.until THEN excluded.until ELSE revocations.until END",
     )
     .bind(seq)
     .bind(sub)
@@ -138,9 +147,10 @@ pub(super) async fn revoke_subject(
     Ok(())
 }
 
-/// Takes the next change number. It is the first write of its transaction, so SQLite's
-/// single writer hands the numbers out in commit order: a poller never sees a number
-/// while a smaller one is still uncommitted.
+/// Takes the next change number. It is the first write of its transaction, so the
+/// numbers are handed out in commit order (SQLite has one writer; in PostgreSQL the
+/// counter's row stays locked until commit): a poller never sees a number while a
+/// smaller one is still uncommitted.
 async fn next_seq(tx: &mut Tx<'_>) -> Result<i64, StoreError> {
     let row = sqlx::query("UPDATE revocation_feed SET seq = seq + 1 WHERE id = 1 RETURNING seq")
         .fetch_one(&mut **tx)
@@ -157,7 +167,7 @@ fn needs_reset(since: Option<u64>, feed: Option<&str>, ours: &str, cursor: u64) 
     }
 }
 
-fn entry_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Revoked, StoreError> {
+fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<Revoked, StoreError> {
     let id: i64 = r.try_get("id")?;
     let kind: String = r.try_get("kind")?;
     let value: String = r.try_get("value")?;

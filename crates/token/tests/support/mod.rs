@@ -9,7 +9,7 @@ use gatehouse_token::issue::Issuer;
 use gatehouse_token::limiter::FailureLimiter;
 use gatehouse_token::metrics::Metrics;
 use gatehouse_token::passwords::{Hasher, OWASP_MIN};
-use gatehouse_token::store::{NewUser, Store};
+use gatehouse_token::store::{Location, NewUser, Store};
 use gatehouse_token::{secret, AppState};
 use tokio::sync::oneshot;
 
@@ -62,7 +62,7 @@ impl TestApp {
     pub async fn spawn_at(options: Options, addr: &str, db: Option<&std::path::Path>) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let db_path = db.map_or_else(|| dir.path().join("users.db"), std::path::Path::to_path_buf);
-        let store = Store::open(&db_path).await.unwrap();
+        let store = Store::open(&Location::Sqlite(db_path.clone())).await.unwrap();
         let secret = secret::parse(Some(SECRET)).unwrap();
         let window = Duration::from_secs(300);
         let issuer = Issuer::new(&secret, ISSUER.into(), "api".into(), options.access_ttl_seconds)
