@@ -9,23 +9,53 @@ export ENVOY_BIN
 WASM := target/wasm32-wasip1/release/gatehouse.wasm
 
 .PHONY: test lint unit e2e demo-check bench bench-smoke wasm wasm-target envoy demo clean-tools \
-	fuzz fuzz-smoke fuzz-tools
+	fuzz fuzz-smoke fuzz-tools test-postgres-start test-postgres-stop test-suites deploy-check
 
-## Everything CI runs: formatting, lints on host and wasm, unit and end-to-end tests,
-## the demo (envoy.yaml, docker-compose.yml, make demo + the walk-through), the bench
-## smoke and the fuzz smoke.
+## Everything CI runs: formatting, lints on host and wasm, unit and end-to-end tests
+## (the token service's store and API suites on SQLite, then again on PostgreSQL), the
+## deployment manifests, the demo (envoy.yaml, docker-compose.yml, make demo + the
+## walk-through), the bench smoke and the fuzz smoke. PostgreSQL: the server of
+## GATEHOUSE_TEST_DATABASE_URL, else the one `make test-postgres-start` left running,
+## else a throwaway one for this run (scripts/with-test-postgres.sh).
 test: lint wasm envoy
+	@scripts/with-test-postgres.sh $(MAKE) --no-print-directory test-suites
+
+# The suites of `make test`, with GATEHOUSE_TEST_DATABASE_URL set.
+test-suites:
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --no-fail-fast; \
+		cargo nextest run --workspace --no-fail-fast && \
+		GATEHOUSE_TEST_BACKEND=postgres cargo nextest run --no-fail-fast -p gatehouse-token $(POSTGRES_SUITES) \
+			-E 'not test(sql_metacharacters_are_inert_in_every_field)'; \
 	else \
-		cargo test --workspace --no-fail-fast; \
+		cargo test --workspace --no-fail-fast && \
+		GATEHOUSE_TEST_BACKEND=postgres cargo test --no-fail-fast -p gatehouse-token $(POSTGRES_SUITES) \
+			-- --skip sql_metacharacters_are_inert_in_every_field; \
 	fi
+	bash deploy/validate.sh
 	demo/check.sh
 	$(MAKE) bench-smoke
 	$(MAKE) fuzz-smoke
 
+# Run a second time on PostgreSQL (the store suite runs both databases itself). The
+# SQL-injection case reads SQLite's own tables, so it runs on SQLite only.
+POSTGRES_SUITES := --test api --test revocation --test keys --test attacks
+
 demo-check: wasm envoy
 	demo/check.sh
+
+## deploy/: kubernetes-validate (strict) on the Kubernetes manifests, the WasmPlugin's
+## structure, `envoy --mode validate` on the sidecar config (tests/deploy_manifests.rs
+## compiles both filter configurations).
+deploy-check: wasm envoy
+	bash deploy/validate.sh
+
+## A throwaway PostgreSQL on 127.0.0.1 (scripts/test-postgres.sh): start prints its URL
+## (also in target/test-postgres.env), stop deletes it.
+test-postgres-start:
+	@scripts/test-postgres.sh start
+
+test-postgres-stop:
+	@scripts/test-postgres.sh stop
 
 ## Requests/s: no filter, empty Wasm filter, native jwt_authn + rbac, Gatehouse; and the
 ## token service. Writes docs/benchmarks.md and docs/benchmarks.png. Needs wrk.

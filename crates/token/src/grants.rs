@@ -95,7 +95,11 @@ async fn password_grant(
     let user_key = format!("u:{name}");
     let address_key = format!("a:{address}");
 
-    let per_user = state.failures_per_user.check(&state.store, &user_key).await.map_err(internal)?;
+    let per_user = state
+        .failures_per_user
+        .check(&state.store, &user_key)
+        .await
+        .map_err(internal)?;
     let per_address = state
         .failures_per_address
         .check(&state.store, &address_key)
@@ -143,7 +147,11 @@ async fn password_grant(
     };
     // Only a key holding failures is written to: a login is otherwise read-only here.
     if per_user == (Verdict::Allowed { holds_failures: true }) {
-        state.failures_per_user.reset(&state.store, &user_key).await.map_err(internal)?;
+        state
+            .failures_per_user
+            .reset(&state.store, &user_key)
+            .await
+            .map_err(internal)?;
     }
     if verdict.needs_rehash {
         if let Some(old) = stored_hash {

@@ -93,10 +93,10 @@ impl Issuer {
             .any(|k| k.retired_at.is_none() && k.alg == self.alg.name());
         if !has_current {
             let key = generate(self.alg, &self.secret)?;
-            match store.rotate_signing_key(&key, now).await {
-                Ok(()) => info!(kid = %key.kid, alg = self.alg.name(), "generated a signing key"),
-                // Another replica made the first key meanwhile: sign with that one.
-                Err(crate::store::StoreError::KeyRace) => {}
+            match store.ensure_signing_key(&key, now).await {
+                Ok(true) => info!(kid = %key.kid, alg = self.alg.name(), "generated a signing key"),
+                // Another replica made one meanwhile: sign with that one.
+                Ok(false) | Err(crate::store::StoreError::KeyRace) => {}
                 Err(e) => return Err(e.into()),
             }
             keys = store.signing_keys().await?;

@@ -56,7 +56,9 @@ impl FailureLimiter {
     /// bucket is full again at `full_at`, and each failure takes `interval_us` of it.
     fn verdict(&self, full_at: Option<i64>, now_us: i64) -> Verdict {
         let Some(full_at) = full_at else {
-            return Verdict::Allowed { holds_failures: false };
+            return Verdict::Allowed {
+                holds_failures: false,
+            };
         };
         let owed = full_at.saturating_sub(now_us);
         let allowed_debt = (self.burst - 1).saturating_mul(self.interval_us);
@@ -94,7 +96,12 @@ mod tests {
         let s = 1_000_000;
         let mut at = None;
         for _ in 0..10 {
-            assert_eq!(l.verdict(at, t0), Verdict::Allowed { holds_failures: false });
+            assert_eq!(
+                l.verdict(at, t0),
+                Verdict::Allowed {
+                    holds_failures: false
+                }
+            );
         }
         for _ in 0..3 {
             assert!(matches!(l.verdict(at, t0), Verdict::Allowed { .. }));
@@ -112,7 +119,9 @@ mod tests {
         );
         assert_eq!(
             l.verdict(at, t0 + 30 * s),
-            Verdict::Allowed { holds_failures: false },
+            Verdict::Allowed {
+                holds_failures: false
+            },
             "all refilled"
         );
         // Failures after a pause start from now, not from the old time.

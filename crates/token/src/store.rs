@@ -99,8 +99,10 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // FULL: a transaction that returned is on disk, even across power
                         // loss. (The URL cannot carry these; the busy timeout is 5 s.)
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")
-                            .await?;
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -425,6 +427,44 @@ impl Store {
         Ok(())
     }
 
+    /// Makes `key` the current key unless a key of its algorithm is current already
+    /// (then nothing changes); current keys of other algorithms are retired. Whether
+    /// `key` was stored. Replicas starting together on one database end up with one key:
+    /// the retiring update waits for a concurrent one, the insert checks afresh, and the
+    /// one-current-key index refuses a second insert racing the first.
+    pub async fn ensure_signing_key(
+        &self,
+        key: &crate::signing::NewKey,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND alg <> $2")
+            .bind(now)
+            .bind(key.alg.name())
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, sealed_key, public_jwk, created_at)
+             SELECT $1, $2, $3, $4, $5
+             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL AND alg = $6)",
+        )
+        .bind(&key.kid)
+        .bind(key.alg.name())
+        .bind(&key.sealed)
+        .bind(&key.public_jwk)
+        .bind(now)
+        .bind(key.alg.name())
+        .execute(&mut *tx)
+        .await;
+        let stored = match inserted {
+            Ok(done) => done.rows_affected() == 1,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::KeyRace),
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        Ok(stored)
+    }
+
     /// Every signing key, newest first.
     pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         // Keys made in the same second: the later insert first (SQLite's rowid, a
@@ -437,8 +477,7 @@ impl Store {
                 "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, id DESC"
             }
         };
-        let rows = sqlx::query(sql).fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(StoredKey {
@@ -460,7 +499,8 @@ impl Store {
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
-const SET_HASH: &str = "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 RETURNING id";
+const SET_HASH: &str =
+    "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 RETURNING id";
 const SET_DISABLED: &str = "UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3 RETURNING id";
 const SET_ROLES: &str = "UPDATE users SET roles = $1, updated_at = $2 WHERE username = $3 RETURNING id";
 

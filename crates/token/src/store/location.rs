@@ -125,7 +125,10 @@ mod tests {
         let cases: &[(Option<&str>, Result<&str, &str>)] = &[
             (None, Ok("SQLite database users.db")),
             (Some(""), Ok("SQLite database users.db")),
-            (Some("sqlite:///var/lib/g.db"), Ok("SQLite database /var/lib/g.db")),
+            (
+                Some("sqlite:///var/lib/g.db"),
+                Ok("SQLite database /var/lib/g.db"),
+            ),
             (
                 Some("postgres://gh:s3cr@t:x@db.example:5432/gh?sslmode=require"),
                 Ok("PostgreSQL database postgres://gh:***@db.example:5432/gh?sslmode=require"),
@@ -134,12 +137,17 @@ mod tests {
                 Some("postgresql://gh@db/gh"),
                 Ok("PostgreSQL database postgresql://gh:***@db/gh"),
             ),
-            (Some("POSTGRES://db/gh"), Ok("PostgreSQL database POSTGRES://db/gh")),
+            (
+                Some("POSTGRES://db/gh"),
+                Ok("PostgreSQL database POSTGRES://db/gh"),
+            ),
             (Some("mysql://root:hunter2@db/gh"), Err("a mysql:// URL")),
             (Some("hunter2"), Err("a URL without a scheme")),
         ];
         for (url, want) in cases {
-            let got = Location::pick(path, *url).map(|l| l.to_string()).map_err(|e| e.to_string());
+            let got = Location::pick(path, *url)
+                .map(|l| l.to_string())
+                .map_err(|e| e.to_string());
             match (got, want) {
                 (Ok(got), Ok(want)) => assert_eq!(&got, want),
                 (Err(got), Err(want)) => {
@@ -156,7 +164,8 @@ mod tests {
         let loc = Location::Sqlite(PathBuf::from("/tmp/a dir/w?x#y%z.db"));
         let opts = loc.connect_options().unwrap();
         let parsed =
-            <sqlx::sqlite::SqliteConnectOptions as sqlx::ConnectOptions>::from_url(&opts.database_url).unwrap();
+            <sqlx::sqlite::SqliteConnectOptions as sqlx::ConnectOptions>::from_url(&opts.database_url)
+                .unwrap();
         assert_eq!(parsed.get_filename(), Path::new("/tmp/a dir/w?x#y%z.db"));
     }
 }

@@ -1,4 +1,6 @@
-//! A token service on a kernel-chosen port, with a real SQLite file.
+//! A token service on a kernel-chosen port, on a real SQLite file, or on a fresh
+//! PostgreSQL database when `GATEHOUSE_TEST_BACKEND=postgres` (how `make test` runs
+//! the API suites a second time).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -9,11 +11,22 @@ use gatehouse_token::issue::Issuer;
 use gatehouse_token::limiter::FailureLimiter;
 use gatehouse_token::metrics::Metrics;
 use gatehouse_token::passwords::{Hasher, OWASP_MIN};
-use gatehouse_token::store::{Location, NewUser, Store};
+use gatehouse_token::store::{Backend, Location, NewUser, Store};
 use gatehouse_token::{secret, AppState};
 use tokio::sync::oneshot;
 
+pub mod postgres;
 pub mod process;
+
+/// The database the suites run on: `GATEHOUSE_TEST_BACKEND` = `sqlite` (default) or
+/// `postgres`.
+pub fn backend_under_test() -> Backend {
+    match std::env::var("GATEHOUSE_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("" | "sqlite") => Backend::Sqlite,
+        Ok("postgres") => Backend::Postgres,
+        Ok(other) => panic!("GATEHOUSE_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
 
 pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
 pub const ISSUER: &str = "https://gatehouse.test";
@@ -62,7 +75,11 @@ impl TestApp {
     pub async fn spawn_at(options: Options, addr: &str, db: Option<&std::path::Path>) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let db_path = db.map_or_else(|| dir.path().join("users.db"), std::path::Path::to_path_buf);
-        let store = Store::open(&Location::Sqlite(db_path.clone())).await.unwrap();
+        let location = match (db, backend_under_test()) {
+            (None, Backend::Postgres) => Location::Postgres(postgres::fresh_database().await),
+            _ => Location::Sqlite(db_path.clone()),
+        };
+        let store = Store::open(&location).await.unwrap();
         let secret = secret::parse(Some(SECRET)).unwrap();
         let window = Duration::from_secs(300);
         let issuer = Issuer::new(&secret, ISSUER.into(), "api".into(), options.access_ttl_seconds)

@@ -1,0 +1,489 @@
+//! The store's contract, run on both databases: every case below runs once on a
+//! SQLite file and once on a fresh PostgreSQL database (`GATEHOUSE_TEST_DATABASE_URL`;
+//! without it the PostgreSQL cases fail, they never skip). Two `Store`s opened on one
+//! database stand for two replicas of the service; the races are real (tasks on a
+//! multi-threaded runtime, each with its own connection).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use gatehouse_token::issue::Issuer;
+use gatehouse_token::limiter::{FailureLimiter, Verdict};
+use gatehouse_token::secret;
+use gatehouse_token::signing::SigningAlg;
+use gatehouse_token::store::{Location, NewUser, Revoked, Rotation, Store, StoreError};
+use support::SECRET;
+
+/// One database for a test, and the means to open it again as another replica.
+struct Db {
+    location: Location,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    async fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        Db {
+            location: Location::Sqlite(dir.path().join("store.db")),
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Db {
+        Db {
+            location: Location::Postgres(support::postgres::fresh_database().await),
+            _dir: None,
+        }
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.location).await.unwrap()
+    }
+}
+
+/// Each case as two tests, `sqlite::<case>` and `postgres::<case>`.
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Db::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Db::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    users_round_trip_and_names_are_unique,
+    imports_are_all_or_nothing,
+    one_refresh_token_used_at_once_by_many_rotates_exactly_once,
+    reuse_seen_by_another_replica_revokes_the_family,
+    disabling_revokes_in_one_transaction,
+    revocation_numbers_commit_in_order_under_concurrent_writers,
+    revocation_entries_only_widen,
+    failures_counted_by_two_replicas_all_count,
+    two_replicas_starting_together_make_one_signing_key,
+    a_rotation_on_one_replica_is_served_by_the_other,
+    migrations_are_idempotent_and_reopening_keeps_everything,
+);
+
+fn new_user<'a>(name: &'a str, roles: &'a [String]) -> NewUser<'a> {
+    NewUser {
+        username: name,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA",
+        roles,
+        disabled: false,
+    }
+}
+
+async fn users_round_trip_and_names_are_unique(db: Db) {
+    let store = db.open().await;
+    let roles = vec!["user".to_string(), "admin".to_string()];
+    let alice = store.create_user(new_user("alice", &roles), 100).await.unwrap();
+    let bob = store.create_user(new_user("bob", &[]), 101).await.unwrap();
+    assert_ne!(alice.id, bob.id);
+    assert!(matches!(
+        store.create_user(new_user("alice", &[]), 102).await,
+        Err(StoreError::Exists(name)) if name == "alice"
+    ));
+    let (user, hash) = store.credentials("alice").await.unwrap().unwrap();
+    assert_eq!(user, alice);
+    assert!(hash.starts_with("$argon2id$"));
+    assert_eq!(store.user("nobody").await.unwrap(), None);
+
+    store.set_roles("bob", &["auditor".into()], 200).await.unwrap();
+    store.set_disabled("bob", true, 201, 1800).await.unwrap();
+    let bob = store.user("bob").await.unwrap().unwrap();
+    assert_eq!(
+        (bob.roles.clone(), bob.disabled, bob.updated_at),
+        (vec!["auditor".into()], true, 201)
+    );
+    store.set_disabled("bob", false, 202, 1800).await.unwrap();
+    assert!(!store.user("bob").await.unwrap().unwrap().disabled);
+    assert!(matches!(
+        store.set_disabled("carol", true, 203, 1800).await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+
+    // A re-hash only replaces the hash it read.
+    assert!(store
+        .replace_hash(alice.id, &hash, "$argon2id$new", 300)
+        .await
+        .unwrap());
+    assert!(!store
+        .replace_hash(alice.id, &hash, "$argon2id$other", 301)
+        .await
+        .unwrap());
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+}
+
+async fn imports_are_all_or_nothing(db: Db) {
+    let store = db.open().await;
+    store.create_user(new_user("taken", &[]), 1).await.unwrap();
+    let batch = [new_user("a1", &[]), new_user("a2", &[]), new_user("taken", &[])];
+    assert!(matches!(
+        store.import_users(&batch, 2).await,
+        Err(StoreError::Exists(_))
+    ));
+    assert_eq!(
+        store.list_users().await.unwrap().len(),
+        1,
+        "nothing of the batch stayed"
+    );
+    assert_eq!(store.import_users(&batch[..2], 3).await.unwrap(), 2);
+    assert_eq!(store.list_users().await.unwrap().len(), 3);
+}
+
+async fn one_refresh_token_used_at_once_by_many_rotates_exactly_once(db: Db) {
+    // Two replicas, 16 concurrent presentations of one refresh token.
+    let (a, b) = (db.open().await, db.open().await);
+    let user = a.create_user(new_user("alice", &[]), 1).await.unwrap();
+    a.insert_refresh(b"t0", "fam", user.id, None, 10, 10_000)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..16u8)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { store.rotate_refresh(b"t0", &[b'n', i], 20, 10_000).await.unwrap() })
+        })
+        .collect();
+    let mut rotated = 0;
+    let mut reused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Rotation::Rotated { user, .. } => {
+                assert_eq!(user.username, "alice");
+                rotated += 1;
+            }
+            Rotation::Reused => reused += 1,
+            Rotation::Invalid => panic!("a presented token was called invalid"),
+        }
+    }
+    assert_eq!((rotated, reused), (1, 15));
+    // The reuse revoked the whole family, the winner's new token included.
+    let states = a.refresh_states("alice").await.unwrap();
+    assert_eq!(states.len(), 2);
+    assert!(
+        states
+            .iter()
+            .all(|(family, _, revoked)| family == "fam" && *revoked),
+        "{states:?}"
+    );
+}
+
+async fn reuse_seen_by_another_replica_revokes_the_family(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    let user = a.create_user(new_user("alice", &[]), 1).await.unwrap();
+    a.insert_refresh(b"t0", "fam", user.id, Some(&["user".into()]), 10, 10_000)
+        .await
+        .unwrap();
+    let Rotation::Rotated { scope, .. } = a.rotate_refresh(b"t0", b"t1", 11, 10_000).await.unwrap() else {
+        panic!("the first use rotates")
+    };
+    assert_eq!(
+        scope,
+        Some(vec!["user".to_string()]),
+        "the scope travels with the family"
+    );
+    assert_eq!(
+        b.rotate_refresh(b"t0", b"t2", 12, 10_000).await.unwrap(),
+        Rotation::Reused
+    );
+    assert_eq!(
+        a.rotate_refresh(b"t1", b"t3", 13, 10_000).await.unwrap(),
+        Rotation::Invalid,
+        "the rotated-to token died with its family"
+    );
+    assert_eq!(
+        b.rotate_refresh(b"nope", b"t4", 14, 10_000).await.unwrap(),
+        Rotation::Invalid
+    );
+    // Expired tokens are invalid, then purged.
+    a.insert_refresh(b"old", "fam2", user.id, None, 10, 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.rotate_refresh(b"old", b"t5", 60, 10_000).await.unwrap(),
+        Rotation::Invalid
+    );
+    assert_eq!(b.purge_expired(60).await.unwrap(), 1);
+    // RFC 7009 revocation by any member of a family.
+    a.insert_refresh(b"f3", "fam3", user.id, None, 10, 10_000)
+        .await
+        .unwrap();
+    assert!(b.revoke_refresh_family(b"f3", 70).await.unwrap());
+    assert!(!b.revoke_refresh_family(b"unknown", 70).await.unwrap());
+    assert_eq!(
+        a.rotate_refresh(b"f3", b"t6", 71, 10_000).await.unwrap(),
+        Rotation::Invalid
+    );
+}
+
+async fn disabling_revokes_in_one_transaction(db: Db) {
+    let store = db.open().await;
+    let user = store.create_user(new_user("bob", &[]), 1).await.unwrap();
+    store
+        .insert_refresh(b"r1", "f1", user.id, None, 10, 10_000)
+        .await
+        .unwrap();
+    let before = store.revocations_since(None, None, 100).await.unwrap();
+    store.set_disabled("bob", true, 100, 1800).await.unwrap();
+    assert_eq!(
+        store.rotate_refresh(b"r1", b"r2", 101, 10_000).await.unwrap(),
+        Rotation::Invalid
+    );
+    let page = store
+        .revocations_since(Some(before.cursor), Some(&before.feed), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.entries,
+        [Revoked::Subject {
+            sub: "bob".into(),
+            iat_before: 101,
+            until: 1900
+        }]
+    );
+    assert!(store.is_revoked("bob", "any", 100).await.unwrap());
+    assert!(!store.is_revoked("bob", "any", 101).await.unwrap());
+    // `user revoke` on a missing user writes nothing (its revocation rolls back).
+    assert!(matches!(
+        store.revoke_user("nobody", 102, 1800).await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+    let after = store
+        .revocations_since(Some(page.cursor), Some(&page.feed), 100)
+        .await
+        .unwrap();
+    assert_eq!((after.cursor, after.entries.len()), (page.cursor, 0));
+}
+
+async fn revocation_numbers_commit_in_order_under_concurrent_writers(db: Db) {
+    // Writers on two replicas revoke 200 tokens while a poller follows the feed with
+    // its cursor: it must see every entry, never one twice, and never move backwards.
+    let (a, b, poller) = (db.open().await, db.open().await, db.open().await);
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    store.revoke_jti(&format!("w{w}-{i}"), 10_000).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let first = poller.revocations_since(None, None, 0).await.unwrap();
+    let feed = first.feed.clone();
+    let mut cursor = first.cursor;
+    collect(&first.entries, &mut seen);
+    let mut done = false;
+    loop {
+        let page = poller
+            .revocations_since(Some(cursor), Some(&feed), 0)
+            .await
+            .unwrap();
+        assert!(!page.reset, "a cursor from this feed is always trusted");
+        assert!(page.cursor >= cursor, "the cursor never moves backwards");
+        for e in &page.entries {
+            let Revoked::Token { jti, .. } = e else {
+                panic!("{e:?}")
+            };
+            assert!(seen.insert(jti.clone()), "{jti} served twice");
+        }
+        cursor = page.cursor;
+        if done {
+            break;
+        }
+        done = writers.iter().all(tokio::task::JoinHandle::is_finished);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(seen.len(), 200, "every revocation reached the poller");
+    let all = poller.revocations_since(None, None, 0).await.unwrap();
+    assert_eq!((all.cursor, all.entries.len()), (cursor, 200));
+}
+
+fn collect(entries: &[Revoked], seen: &mut BTreeSet<String>) {
+    for e in entries {
+        if let Revoked::Token { jti, .. } = e {
+            seen.insert(jti.clone());
+        }
+    }
+}
+
+async fn revocation_entries_only_widen(db: Db) {
+    let store = db.open().await;
+    store.revoke_jti("j", 500).await.unwrap();
+    store.revoke_jti("j", 400).await.unwrap();
+    store.create_user(new_user("bob", &[]), 1).await.unwrap();
+    store.revoke_user("bob", 100, 1000).await.unwrap();
+    store.revoke_user("bob", 50, 10).await.unwrap();
+    let page = store.revocations_since(None, None, 0).await.unwrap();
+    assert_eq!(
+        page.entries,
+        [
+            Revoked::Token {
+                jti: "j".into(),
+                until: 500
+            },
+            Revoked::Subject {
+                sub: "bob".into(),
+                iat_before: 101,
+                until: 1100
+            }
+        ]
+    );
+    assert_eq!(page.cursor, 4, "every change took a number");
+    assert_eq!(store.purge_revocations(501).await.unwrap(), 1);
+}
+
+async fn failures_counted_by_two_replicas_all_count(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    // 10 failures allowed per hour: 6 minutes of refill each.
+    let limiter = std::sync::Arc::new(FailureLimiter::new(10, Duration::from_secs(3600)));
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let (store, limiter) = (if i % 2 == 0 { a.clone() } else { b.clone() }, limiter.clone());
+            tokio::spawn(async move { limiter.fail(&store, "u:alice").await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for store in [&a, &b] {
+        match limiter.check(store, "u:alice").await.unwrap() {
+            Verdict::Limited(after) => assert!(
+                after > Duration::from_secs(5 * 60) && after <= Duration::from_secs(6 * 60),
+                "{after:?}"
+            ),
+            v => panic!("10 failures over two replicas must limit on both: {v:?}"),
+        }
+    }
+    assert_eq!(
+        limiter.check(&b, "u:bob").await.unwrap(),
+        Verdict::Allowed {
+            holds_failures: false
+        }
+    );
+    limiter.reset(&b, "u:alice").await.unwrap();
+    assert_eq!(
+        limiter.check(&a, "u:alice").await.unwrap(),
+        Verdict::Allowed {
+            holds_failures: false
+        }
+    );
+    // Purging keeps keys that still hold failures.
+    limiter.fail(&a, "u:carol").await.unwrap();
+    assert_eq!(
+        a.purge_failures(gatehouse_token::limiter::now_us())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(a.purge_failures(i64::MAX).await.unwrap(), 1);
+}
+
+fn issuer(alg: SigningAlg) -> Issuer {
+    let secret = secret::parse(Some(SECRET)).unwrap();
+    Issuer::new(&secret, "iss".into(), "api".into(), 1800).with_alg(alg)
+}
+
+async fn two_replicas_starting_together_make_one_signing_key(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    for round in 0..5 {
+        let (ia, ib) = (issuer(SigningAlg::EdDsa), issuer(SigningAlg::EdDsa));
+        let (ra, rb) = tokio::join!(ia.load(&a, 1000 + round), ib.load(&b, 1000 + round));
+        ra.unwrap();
+        rb.unwrap();
+        assert_eq!(ia.signer().kid(), ib.signer().kid(), "round {round}");
+        let current = a
+            .signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.retired_at.is_none())
+            .count();
+        assert_eq!(current, 1);
+        // Start the next round with no current key.
+        if round < 4 {
+            let key =
+                gatehouse_token::signing::generate(SigningAlg::Es256, &secret::parse(Some(SECRET)).unwrap())
+                    .unwrap();
+            a.rotate_signing_key(&key, 2000 + round).await.unwrap();
+        }
+    }
+}
+
+async fn a_rotation_on_one_replica_is_served_by_the_other(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    let (ia, ib) = (issuer(SigningAlg::EdDsa), issuer(SigningAlg::EdDsa));
+    ia.load(&a, 100).await.unwrap();
+    ib.load(&b, 100).await.unwrap();
+    let old = ia.signer().kid().to_string();
+    let key =
+        gatehouse_token::signing::generate(SigningAlg::EdDsa, &secret::parse(Some(SECRET)).unwrap()).unwrap();
+    a.rotate_signing_key(&key, 200).await.unwrap();
+    ib.load(&b, 201).await.unwrap();
+    assert_eq!(ib.signer().kid(), key.kid);
+    let published: BTreeSet<String> = ib.jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        published,
+        BTreeSet::from([old, key.kid.clone()]),
+        "both published while old tokens live"
+    );
+    // Two rotations in the same second: the later is current.
+    let k2 =
+        gatehouse_token::signing::generate(SigningAlg::EdDsa, &secret::parse(Some(SECRET)).unwrap()).unwrap();
+    b.rotate_signing_key(&k2, 200).await.unwrap();
+    assert_eq!(a.signing_keys().await.unwrap()[0].kid, k2.kid);
+}
+
+async fn migrations_are_idempotent_and_reopening_keeps_everything(db: Db) {
+    let store = db.open().await;
+    store
+        .create_user(new_user("alice", &["user".into()]), 1)
+        .await
+        .unwrap();
+    store.revoke_jti("j", 99).await.unwrap();
+    let page = store.revocations_since(None, None, 0).await.unwrap();
+    store.close().await;
+    let again = db.open().await;
+    assert!(again.ping().await);
+    assert_eq!(again.user("alice").await.unwrap().unwrap().roles, ["user"]);
+    let same = again
+        .revocations_since(Some(page.cursor), Some(&page.feed), 0)
+        .await
+        .unwrap();
+    assert!(
+        !same.reset && same.entries.is_empty(),
+        "the feed and its cursor survive a restart"
+    );
+}
