@@ -13,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gatehouse_token::store::Location;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-token");
 
 /// The binary under test: `GATEHOUSE_TOKEN_BIN`, else [`BIN`].
@@ -31,12 +33,15 @@ impl Server {
     /// Starts `serve --listen 127.0.0.1:0 <args>` on `db` with `SECRET_KEY` set and
     /// `RUST_LOG=<rust_log>` (at least `info`: the address is read from the log).
     pub fn start(db: &Path, args: &[&str], rust_log: &str) -> Server {
-        let mut child = Command::new(bin())
-            .env_clear()
+        Server::start_at(&Location::Sqlite(db.to_path_buf()), args, rust_log)
+    }
+
+    /// Like [`Server::start`], on any database (a PostgreSQL URL goes in `DATABASE_URL`,
+    /// as a deployment would pass it, never on the command line).
+    pub fn start_at(db: &Location, args: &[&str], rust_log: &str) -> Server {
+        let mut child = command(db)
             .env("SECRET_KEY", super::SECRET)
             .env("RUST_LOG", rust_log)
-            .arg("--db")
-            .arg(db)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
@@ -123,19 +128,40 @@ pub fn cli(db: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Outpu
     child.wait_with_output().unwrap()
 }
 
+/// Like [`cli`], on any database.
+pub fn cli_at(db: &Location, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    let mut child = spawn_cli_at(db, args, env);
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
 /// The command line started, its stdin, stdout and stderr piped.
 pub fn spawn_cli(db: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
-    Command::new(bin())
-        .env_clear()
+    spawn_cli_at(&Location::Sqlite(db.to_path_buf()), args, env)
+}
+
+fn spawn_cli_at(db: &Location, args: &[&str], env: &[(&str, &str)]) -> Child {
+    command(db)
         .envs(env.iter().copied())
-        .arg("--db")
-        .arg(db)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// The binary with a cleared environment, pointed at `db`.
+fn command(db: &Location) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.env_clear();
+    match db {
+        Location::Sqlite(path) => cmd.arg("--db").arg(path),
+        Location::Postgres(url) => cmd.env("DATABASE_URL", url),
+    };
+    cmd
 }
 
 /// stdout and stderr of a finished process, as text.
