@@ -21,10 +21,49 @@ pub struct TokenFigures {
     pub refreshes_per_second: f64,
 }
 
-const PASSWORD: &str = "bench-password-123";
+pub const PASSWORD: &str = "bench-password-123";
 
-/// The service process, stopped on drop.
-struct Service(Child);
+/// The form of a password login as user `bench` (with `password`).
+pub fn login_form(password: &str) -> String {
+    format!("grant_type=password&username=bench&password={password}")
+}
+
+/// A `gatehouse-token serve` process, stopped on drop.
+pub struct Service(Child);
+
+impl Service {
+    /// Starts `serve` (a command whose arguments end in `serve ... --listen 127.0.0.1:0`)
+    /// with `secret` as SECRET_KEY and returns it with the address it listens on.
+    pub fn start(mut serve: Command, secret: &str) -> anyhow::Result<(Service, String)> {
+        let mut child = serve
+            .env("SECRET_KEY", secret)
+            .env("RUST_LOG", "warn,gatehouse_token=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting gatehouse-token serve")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let service = Service(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                bail!("gatehouse-token exited before listening:\n{}", seen.join("\n"));
+            };
+            let line = line?;
+            if let Some(rest) = line.split("address=").nth(1) {
+                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            }
+            seen.push(line);
+        };
+        // Keep draining the log so a full pipe never blocks the service.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok((service, addr))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Service {
     fn drop(&mut self) {
@@ -41,51 +80,17 @@ pub fn measure(binary: &Path, secret: &str, seconds: u64) -> anyhow::Result<Toke
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("users.db");
     let _ = std::fs::remove_file(&db);
-    let mut add = Command::new(binary)
-        .arg("--db")
-        .arg(&db)
-        .args(["user", "add", "bench", "--role", "user"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("running gatehouse-token")?;
-    add.stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{PASSWORD}\n").as_bytes())?;
-    if !add.wait()?.success() {
-        bail!("could not add the bench user");
-    }
+    let mut add = Command::new(binary);
+    add.arg("--db").arg(&db);
+    add_user(add)?;
 
-    let mut child = Command::new(binary)
+    let mut serve = Command::new(binary);
+    serve
         .arg("--db")
         .arg(&db)
         // Failed logins never happen here; lift the limits so a long run cannot trip them.
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-failures-per-address",
-            "1000000",
-        ])
-        .env("SECRET_KEY", secret)
-        .env("RUST_LOG", "warn,gatehouse_token=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting gatehouse-token serve")?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let service = Service(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .context("gatehouse-token exited before listening")??;
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap_or_default().to_string();
-        }
-    };
-    // Keep draining the log so a full pipe never blocks the service.
-    std::thread::spawn(move || lines.for_each(drop));
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-failures-per-address", "1000000"]);
+    let (service, addr) = Service::start(serve, secret)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -99,6 +104,25 @@ pub fn measure(binary: &Path, secret: &str, seconds: u64) -> anyhow::Result<Toke
         raw_hashes_per_second: raw,
         ..figures
     })
+}
+
+/// Adds user `bench` (role `user`) with `add`, a `gatehouse-token` command pointed at
+/// the database.
+pub fn add_user(mut add: Command) -> anyhow::Result<()> {
+    let mut add = add
+        .args(["user", "add", "bench", "--role", "user"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("running gatehouse-token")?;
+    add.stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{PASSWORD}\n").as_bytes())?;
+    if !add.wait()?.success() {
+        bail!("could not add the bench user");
+    }
+    Ok(())
 }
 
 /// Argon2id verifications per second, one thread per core, with the service's default
@@ -125,7 +149,7 @@ fn raw_argon2_rate(cores: usize, duration: Duration) -> anyhow::Result<f64> {
 async fn load(addr: &str, cores: usize, duration: Duration) -> anyhow::Result<TokenFigures> {
     let client = reqwest::Client::new();
     let token_url = format!("http://{addr}/token");
-    let login_form = format!("grant_type=password&username=bench&password={PASSWORD}");
+    let login_form = login_form(PASSWORD);
 
     // Logins from wrk (a C client, light on the shared cores), four connections per
     // hashing slot so a slot never waits for a client busy with the rest of a login.

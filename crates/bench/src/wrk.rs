@@ -1,5 +1,6 @@
 //! Load from `wrk` (Debian's package), pinned to its own core, and its report parsed.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -20,6 +21,23 @@ pub fn run(
     seconds: u32,
     cpu: Option<&str>,
 ) -> anyhow::Result<WrkResult> {
+    let header = format!("Authorization: Bearer {token}");
+    run_with(url, &["-H", &header], connections, u64::from(seconds), cpu)
+}
+
+/// Like [`run`], with the requests made by the Lua `script` instead.
+pub fn run_script(url: &str, script: &Path, connections: u32, seconds: u64) -> anyhow::Result<WrkResult> {
+    let script = script.to_str().context("script path")?;
+    run_with(url, &["-s", script], connections, seconds, None)
+}
+
+fn run_with(
+    url: &str,
+    extra: &[&str],
+    connections: u32,
+    seconds: u64,
+    cpu: Option<&str>,
+) -> anyhow::Result<WrkResult> {
     let mut cmd = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -35,7 +53,8 @@ pub fn run(
             &format!("-d{seconds}s"),
             "--latency",
         ])
-        .args(["-H", &format!("Authorization: Bearer {token}"), url])
+        .args(extra)
+        .arg(url)
         .output()
         .context("running wrk (apt install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -120,18 +120,14 @@ impl Drop for Server {
 /// Runs the command line on `db` with `args`, `stdin` written to it, and `env` (on
 /// top of a cleared environment).
 pub fn cli(db: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    let mut child = spawn_cli(db, args, env);
-    let mut input = child.stdin.take().unwrap();
-    // A process that refuses early may close its stdin first.
-    let _ = input.write_all(stdin.as_bytes());
-    drop(input);
-    child.wait_with_output().unwrap()
+    cli_at(&Location::Sqlite(db.to_path_buf()), args, stdin, env)
 }
 
 /// Like [`cli`], on any database.
 pub fn cli_at(db: &Location, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut child = spawn_cli_at(db, args, env);
     let mut input = child.stdin.take().unwrap();
+    // A process that refuses early may close its stdin first.
     let _ = input.write_all(stdin.as_bytes());
     drop(input);
     child.wait_with_output().unwrap()
