@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor, Row};
 
 mod failures;
 mod location;
@@ -91,6 +91,10 @@ impl Store {
     pub async fn open(location: &Location) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = location.backend();
+        let options = location.connect_options()?;
+        // One connection first: the pool would retry until its timeout and then report
+        // only that, not why (refused, bad password, no such database).
+        options.connect().await?.close().await?;
         let pool = AnyPoolOptions::new()
             .max_connections(location.max_connections())
             .acquire_timeout(Duration::from_secs(10))
@@ -107,7 +111,7 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(location.connect_options()?)
+            .connect_with(options)
             .await?;
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
