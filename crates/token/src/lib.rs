@@ -1,5 +1,5 @@
 //! The Gatehouse token service: OAuth2 password and refresh-token grants (RFC 6749)
-//! over Argon2id users in SQLite, issuing the JWTs that the filter checks; token
+//! over Argon2id users in SQLite or PostgreSQL, issuing the JWTs that the filter checks; token
 //! revocation (RFC 7009), an admin API, and the revocation feed the filter polls.
 
 pub mod admin;

@@ -287,8 +287,9 @@ impl Store {
 
     /// Spends the refresh token `old_hash` and stores `new_hash` in its family, in one
     /// transaction. The first statement is the conditional spend, so the transaction
-    /// holds SQLite's write lock from its start: of two concurrent uses of one token,
-    /// exactly one rotates and the other is seen as reuse.
+    /// holds SQLite's write lock, or PostgreSQL's lock on that row, from its start: of
+    /// two concurrent uses of one token (on any replicas), exactly one rotates and the
+    /// other, re-checking the row once the first commits, is seen as reuse.
     pub async fn rotate_refresh(
         &self,
         old_hash: &[u8],
