@@ -58,13 +58,15 @@ test-postgres-stop:
 	@scripts/test-postgres.sh stop
 
 ## Requests/s: no filter, empty Wasm filter, native jwt_authn + rbac, Gatehouse; and the
-## token service. Writes docs/benchmarks.md and docs/benchmarks.png. Needs wrk.
+## token service (SQLite; PostgreSQL with one and two replicas behind Envoy, on the
+## server of GATEHOUSE_TEST_DATABASE_URL, else a throwaway one: scripts/with-test-postgres.sh).
+## Writes docs/benchmarks.md and docs/benchmarks.png. Needs wrk and psql.
 bench: wasm envoy
-	cargo run --quiet --release -p gatehouse-bench
+	scripts/with-test-postgres.sh cargo run --quiet --release -p gatehouse-bench
 
 ## The same, one second per step, nothing written under docs/ (part of make test).
 bench-smoke: wasm envoy
-	cargo run --quiet --release -p gatehouse-bench -- --smoke
+	scripts/with-test-postgres.sh cargo run --quiet --release -p gatehouse-bench -- --smoke
 
 lint: wasm-target
 	cargo fmt --all --check

@@ -1,11 +1,14 @@
 //! `make bench`: requests/s through the same Envoy 1.40 with no filter, an empty
 //! proxy-wasm filter, Envoy's native jwt_authn + rbac (with and without its cache) and
 //! Gatehouse, in one run, alternated round by round; then the token service against the
-//! raw Argon2 rate. Writes `docs/benchmarks.md` (between its markers) and
+//! raw Argon2 rate (SQLite, one process), and on PostgreSQL with one and two replicas
+//! behind one Envoy. Writes `docs/benchmarks.md` (between its markers) and
 //! `docs/benchmarks.png`. `--smoke` runs every step for a second and writes nothing
-//! under `docs/`.
+//! under `docs/`; nor does `--only`. The PostgreSQL part needs a server:
+//! `GATEHOUSE_TEST_DATABASE_URL` (`make bench` runs under `scripts/with-test-postgres.sh`).
 
 mod keys;
+mod replicas;
 mod report;
 mod setups;
 mod token_service;
@@ -16,7 +19,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use gatehouse_testkit::{envoy_bin, mint_with, request, wasm_path, workspace, Envoy, SECRET};
 use serde_json::json;
 
@@ -39,37 +42,132 @@ struct Args {
     /// Seconds for each token-service measurement.
     #[arg(long, default_value_t = 10)]
     token_seconds: u64,
+    /// Rounds of the token service on PostgreSQL (each: logins, then refresh grants, with
+    /// one and two replicas alternately), `--token-seconds` each.
+    #[arg(long, default_value_t = 3)]
+    replica_rounds: u32,
     /// Skip the token service.
     #[arg(long)]
     skip_token: bool,
+    /// Run one part only; prints its section and writes nothing under docs/.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
     /// One round of one second, token service for one second, nothing written to docs/.
     #[arg(long)]
     smoke: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// The Envoy set-ups (filters).
+    Filters,
+    /// The token service: SQLite, then PostgreSQL with one and two replicas.
+    TokenService,
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.smoke {
-        (args.rounds, args.seconds, args.token_seconds) = (1, 1, 1);
+        (args.rounds, args.seconds, args.token_seconds, args.replica_rounds) = (1, 1, 1, 1);
+    }
+    let filters = args.only != Some(Part::TokenService);
+    let token_part = !args.skip_token && args.only != Some(Part::Filters);
+    if token_part {
+        // Fail now rather than after the filters' quarter of an hour.
+        replicas::server_url()?;
     }
     let root = workspace();
-    let out_dir = if args.smoke {
+    let out_dir = if args.smoke || args.only.is_some() {
         std::env::temp_dir().join("gatehouse-bench-smoke")
     } else {
         root.join("docs")
     };
     std::fs::create_dir_all(&out_dir)?;
 
+    let figures = if filters {
+        measure_filters(&args, &root)?
+    } else {
+        vec![]
+    };
+
+    let token = if token_part {
+        let token_bin = build(
+            &root,
+            &["-p", "gatehouse-token"],
+            "target/release/gatehouse-token",
+        )?;
+        println!("bench: token service ({} s per measure)", args.token_seconds);
+        let sqlite = token_service::measure(&token_bin, SECRET, args.token_seconds)?;
+        println!(
+            "bench: token service on PostgreSQL, one and two replicas behind Envoy ({} round(s) of {} s)",
+            args.replica_rounds, args.token_seconds
+        );
+        let postgres = replicas::measure(
+            &token_bin,
+            SECRET,
+            args.token_seconds,
+            args.replica_rounds,
+            !args.smoke,
+        )?;
+        Some((sqlite, postgres))
+    } else {
+        None
+    };
+
+    let ctx = report::Context_ {
+        command: if args.smoke {
+            "make bench-smoke"
+        } else if args.only.is_some() {
+            "gatehouse-bench --only"
+        } else {
+            "make bench"
+        },
+        date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine: machine(),
+        envoy_version: command_output(envoy_bin().to_str().unwrap_or("envoy"), &["--version"])
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string(),
+        wasm_bytes: if filters {
+            std::fs::metadata(wasm_path())?.len()
+        } else {
+            0
+        },
+        rounds: args.rounds,
+        seconds: args.seconds,
+        connections: args.connections,
+    };
+    let section = report::markdown(
+        &ctx,
+        &figures,
+        token.as_ref().map(|(sqlite, _)| sqlite),
+        token.as_ref().map(|(_, postgres)| postgres),
+    );
+    println!("\n{section}");
+    report::write_markdown(&out_dir.join("benchmarks.md"), &section)?;
+    if !figures.is_empty() {
+        report::chart(&out_dir.join("benchmarks.png"), &figures)?;
+    }
+    println!(
+        "bench: wrote {}{}",
+        out_dir.join("benchmarks.md").display(),
+        if figures.is_empty() {
+            ""
+        } else {
+            " and benchmarks.png"
+        }
+    );
+    Ok(())
+}
+
+/// Every Envoy set-up, round after round.
+fn measure_filters(args: &Args, root: &Path) -> anyhow::Result<Vec<SetupFigures>> {
     let gatehouse_wasm = wasm_path().to_path_buf();
     let floor_wasm = build(
-        &root,
+        root,
         &["--target", "wasm32-wasip1", "-p", "noop-filter"],
         "target/wasm32-wasip1/release/noop_filter.wasm",
-    )?;
-    let token_bin = build(
-        &root,
-        &["-p", "gatehouse-token"],
-        "target/release/gatehouse-token",
     )?;
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -158,41 +256,7 @@ fn main() -> anyhow::Result<()> {
         f.rss_mib = rss_mib(envoy.pid()).unwrap_or(0.0);
     }
     drop(envoys);
-
-    let token = if args.skip_token {
-        None
-    } else {
-        println!("bench: token service ({} s per measure)", args.token_seconds);
-        Some(token_service::measure(&token_bin, SECRET, args.token_seconds)?)
-    };
-
-    let ctx = report::Context_ {
-        command: if args.smoke {
-            "make bench-smoke"
-        } else {
-            "make bench"
-        },
-        date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        machine: machine(),
-        envoy_version: command_output(envoy_bin().to_str().unwrap_or("envoy"), &["--version"])
-            .split_whitespace()
-            .last()
-            .unwrap_or_default()
-            .to_string(),
-        wasm_bytes: std::fs::metadata(&gatehouse_wasm)?.len(),
-        rounds: args.rounds,
-        seconds: args.seconds,
-        connections: args.connections,
-    };
-    let section = report::markdown(&ctx, &figures, token.as_ref());
-    println!("\n{section}");
-    report::write_markdown(&out_dir.join("benchmarks.md"), &section)?;
-    report::chart(&out_dir.join("benchmarks.png"), &figures)?;
-    println!(
-        "bench: wrote {} and benchmarks.png",
-        out_dir.join("benchmarks.md").display()
-    );
-    Ok(())
+    Ok(figures)
 }
 
 fn url(envoy: &Envoy) -> String {

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 
+use crate::replicas::{CpuShares, ReplicaFigures, Runs, SPARE_FAMILIES};
 use crate::setups::Setup;
 use crate::token_service::TokenFigures;
 
@@ -38,8 +39,32 @@ pub struct Context_<'a> {
     pub connections: u32,
 }
 
-/// The Markdown between the `bench:results` markers.
-pub fn markdown(ctx: &Context_<'_>, setups: &[SetupFigures], token: Option<&TokenFigures>) -> String {
+/// The Markdown between the `bench:results` markers: the Envoy set-ups (if measured)
+/// and the token service (if measured).
+pub fn markdown(
+    ctx: &Context_<'_>,
+    setups: &[SetupFigures],
+    token: Option<&TokenFigures>,
+    replicas: Option<&ReplicaFigures>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Measured on {} by `{}`.\n", ctx.date, ctx.command);
+    let _ = writeln!(out, "- Machine: {}", ctx.machine);
+    if !setups.is_empty() {
+        filters_markdown(&mut out, ctx, setups);
+    } else {
+        let _ = writeln!(out);
+    }
+    if let Some(t) = token {
+        token_markdown(&mut out, t);
+    }
+    if let Some(r) = replicas {
+        replicas_markdown(&mut out, r, token);
+    }
+    out
+}
+
+fn filters_markdown(out: &mut String, ctx: &Context_<'_>, setups: &[SetupFigures]) {
     let rps = |s: Setup| {
         setups
             .iter()
@@ -56,9 +81,6 @@ pub fn markdown(ctx: &Context_<'_>, setups: &[SetupFigures], token: Option<&Toke
         .iter()
         .find(|f| f.setup == Setup::NoFilter)
         .map_or(0.0, |f| f.rss_mib);
-    let mut out = String::new();
-    let _ = writeln!(out, "Measured on {} by `{}`.\n", ctx.date, ctx.command);
-    let _ = writeln!(out, "- Machine: {}", ctx.machine);
     let _ = writeln!(
         out,
         "- Envoy: {} with `--concurrency 1`, pinned to CPU 0; `wrk -t1 -c{}` pinned to CPU 1, loopback.",
@@ -139,37 +161,225 @@ pub fn markdown(ctx: &Context_<'_>, setups: &[SetupFigures], token: Option<&Toke
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "![requests per second by set-up](benchmarks.png)\n");
-    if let Some(t) = token {
-        let _ = writeln!(out, "Token service (`gatehouse-token`, release build, Argon2id m=19 MiB t=2 p=1, {} hashing slots):\n", t.cores);
-        let _ = writeln!(out, "| measure | value |");
-        let _ = writeln!(out, "|---|---:|");
+}
+
+fn token_markdown(out: &mut String, t: &TokenFigures) {
+    let _ = writeln!(
+        out,
+        "Token service (`gatehouse-token`, release build, Argon2id m=19 MiB t=2 p=1, {} hashing slots), \
+         SQLite, one process, no Envoy in front:\n",
+        t.cores
+    );
+    let _ = writeln!(out, "| measure | value |");
+    let _ = writeln!(out, "|---|---:|");
+    let _ = writeln!(
+        out,
+        "| raw Argon2id verifications/s, {} threads (the physical limit) | {:.1} |",
+        t.cores, t.raw_hashes_per_second
+    );
+    let _ = writeln!(
+        out,
+        "| password logins/s through HTTP | {:.1} |",
+        t.logins_per_second
+    );
+    let _ = writeln!(
+        out,
+        "| logins / raw Argon2 rate | {:.2} (target 0.90) |",
+        t.logins_per_second / t.raw_hashes_per_second.max(f64::MIN_POSITIVE)
+    );
+    let _ = writeln!(
+        out,
+        "| `/healthz` p50 / p99 during the login flood | {:.2} ms / {:.2} ms (target p99 < 20 ms) |",
+        t.healthz_p50_ms, t.healthz_p99_ms
+    );
+    let _ = writeln!(
+        out,
+        "| refresh grants/s (rotation, SQLite `synchronous=FULL`) | {:.0} |",
+        t.refreshes_per_second
+    );
+    let _ = writeln!(out);
+}
+
+/// PostgreSQL, one replica against two, and what limits each figure.
+fn replicas_markdown(out: &mut String, r: &ReplicaFigures, sqlite: Option<&TokenFigures>) {
+    let [one, two] = &r.topologies;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let rate = |runs: &Runs| median(&runs.per_second);
+    let logins_ratio = ratio(rate(&two.logins), rate(&one.logins));
+    let refresh_ratio = ratio(rate(&two.refreshes), rate(&one.refreshes));
+    // Median of one CPU share over the rounds, in per cent.
+    let cpu =
+        |runs: &Runs, f: fn(&CpuShares) -> f64| 100.0 * median(&runs.cpu.iter().map(f).collect::<Vec<_>>());
+    let _ = writeln!(
+        out,
+        "Token service on PostgreSQL: one replica behind Envoy, and two replicas behind one Envoy \
+         (`ROUND_ROBIN`), all on this machine's {} cores; {} round(s) of {} s, one and two \
+         replicas alternated; medians:\n",
+        r.cores, r.rounds, r.seconds
+    );
+    let _ = writeln!(out, "| measure | 1 replica | 2 replicas | 2 / 1 |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| logins/s, PostgreSQL | {:.1} | {:.1} | **{logins_ratio:.2}x** |",
+        rate(&one.logins),
+        rate(&two.logins)
+    );
+    let _ = writeln!(
+        out,
+        "| refresh grants/s, PostgreSQL | {:.0} | {:.0} | **{refresh_ratio:.2}x** |",
+        rate(&one.refreshes),
+        rate(&two.refreshes)
+    );
+    if let Some(t) = sqlite {
+        let raw = t.raw_hashes_per_second.max(f64::MIN_POSITIVE);
         let _ = writeln!(
             out,
-            "| raw Argon2id verifications/s, {} threads (the physical limit) | {:.1} |",
-            t.cores, t.raw_hashes_per_second
-        );
-        let _ = writeln!(
-            out,
-            "| password logins/s through HTTP | {:.1} |",
-            t.logins_per_second
-        );
-        let _ = writeln!(
-            out,
-            "| logins / raw Argon2 rate | {:.2} (target 0.90) |",
-            t.logins_per_second / t.raw_hashes_per_second.max(f64::MIN_POSITIVE)
-        );
-        let _ = writeln!(
-            out,
-            "| `/healthz` p50 / p99 during the login flood | {:.2} ms / {:.2} ms (target p99 < 20 ms) |",
-            t.healthz_p50_ms, t.healthz_p99_ms
-        );
-        let _ = writeln!(
-            out,
-            "| refresh grants/s (rotation, SQLite `synchronous=FULL`) | {:.0} |",
-            t.refreshes_per_second
+            "| logins / raw Argon2 rate | {:.2} | {:.2} | |",
+            rate(&one.logins) / raw,
+            rate(&two.logins) / raw
         );
     }
-    out
+    for (label, a, b) in [
+        ("login p50 / p99", &one.logins, &two.logins),
+        ("refresh grant p50 / p99", &one.refreshes, &two.refreshes),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {label} | {:.1} / {:.1} ms | {:.1} / {:.1} ms | |",
+            median(&a.p50_ms),
+            median(&a.p99_ms),
+            median(&b.p50_ms),
+            median(&b.p99_ms)
+        );
+    }
+    let postgres_here = one.logins.cpu.iter().all(|c| c.postgres.is_some());
+    let _ = writeln!(
+        out,
+        "\nWhere the CPU time went during those runs, as a share of all {} cores' time (medians per column{}):\n",
+        r.cores,
+        if postgres_here {
+            ""
+        } else {
+            "; the PostgreSQL server is not on this machine"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| run | cores busy | replicas | Envoy | PostgreSQL | wrk | other |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for (label, runs) in [
+        ("logins, 1 replica", &one.logins),
+        ("logins, 2 replicas", &two.logins),
+        ("refresh grants, 1 replica", &one.refreshes),
+        ("refresh grants, 2 replicas", &two.refreshes),
+    ] {
+        let postgres = if postgres_here {
+            format!("{:.0} %", cpu(runs, |c| c.postgres.unwrap_or(0.0)))
+        } else {
+            "n/a".into()
+        };
+        let _ = writeln!(
+            out,
+            "| {label} | {:.0} % | {:.0} % | {:.0} % | {postgres} | {:.0} % | {:.0} % |",
+            cpu(runs, |c| c.busy),
+            cpu(runs, |c| c.replicas),
+            cpu(runs, |c| c.envoy),
+            cpu(runs, |c| c.wrk),
+            cpu(runs, CpuShares::other),
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "- Set-up: `gatehouse-token serve` with `DATABASE_URL` on one fresh database of {} on \
+         this machine. One replica runs with `--max-concurrent-hashes {}`; two replicas with \
+         `--max-concurrent-hashes {}` each, so the hashing slots total {} either way, the core \
+         count. Envoy (1 worker) has a `STATIC` cluster of the replica addresses, `lb_policy: \
+         ROUND_ROBIN`. Load: `wrk -t1 -c{}` of password logins; `wrk -t1 -c{}` of refresh grants \
+         on {} fresh families (one login each) in which every refresh token is presented exactly \
+         once: a Lua queue holds each family's newest token, a request takes the oldest, its \
+         answer queues the rotated one (presenting a spent token again would revoke its family). \
+         Nothing is pinned: replicas, Envoy, PostgreSQL and wrk share the cores. CPU shares from \
+         `/proc/stat` and `/proc/<pid>/stat`; other is anything else running on the machine.",
+        r.postgres,
+        one.hashes_per_replica,
+        two.hashes_per_replica,
+        two.hashes_per_replica * two.replicas,
+        r.login_connections,
+        r.refresh_connections,
+        r.refresh_connections + SPARE_FAMILIES
+    );
+    let _ = writeln!(
+        out,
+        "- Checked first, for each topology: every replica answers a login 200; through Envoy a \
+         login 200, a wrong password 401, a refresh 200 with a new token, the spent token again \
+         400 and then the family's newest token 400 (reuse revokes the family; with two replicas \
+         consecutive requests land on different replicas, so this crosses them). Any non-2xx \
+         answer or socket error during a timed run fails the bench, and so does a replica that \
+         served none of a run's grants (with two, the smaller share was {:.0} % of the logins and \
+         {:.0} % of the refresh grants).",
+        100.0 * median(&two.logins.smallest_share),
+        100.0 * median(&two.refreshes.smallest_share)
+    );
+    // A bare verification costs cores / raw rate of CPU time, so hashing took logins/s
+    // divided by the raw rate of all the cores' time.
+    let raw = sqlite.map_or(String::new(), |t| {
+        let raw = t.raw_hashes_per_second.max(f64::MIN_POSITIVE);
+        format!(
+            ", of which the hashing itself about {:.0} % and {:.0} % (logins/s over the raw rate of \
+             {:.1} verifications/s that {} threads doing nothing else reach)",
+            100.0 * rate(&one.logins) / raw,
+            100.0 * rate(&two.logins) / raw,
+            t.raw_hashes_per_second,
+            t.cores
+        )
+    });
+    let _ = writeln!(
+        out,
+        "- What limits logins: Argon2id, which is CPU-bound. Every login is one verification; the \
+         replicas took {:.0} % of the cores' time with one replica and {:.0} % with \
+         two{raw}. A second replica on the same {} cores adds a process, not a core: two \
+         replicas cannot hash faster than one, so a ratio of about 1 is all there is to expect \
+         (measured: {logins_ratio:.2}x). \
+         Replicas add login capacity only when each has cores of its own (other machines, or \
+         more cores); this bench cannot show that.",
+        cpu(&one.logins, |c| c.replicas),
+        cpu(&two.logins, |c| c.replicas),
+        r.cores
+    );
+    let busy = cpu(&one.refreshes, |c| c.busy).min(cpu(&two.refreshes, |c| c.busy));
+    let limit = if busy >= 85.0 {
+        format!(
+            "The cores are the limit (at least {busy:.0} % busy), and the work is spread over every \
+             process: with one replica the replicas took {:.0} %, PostgreSQL {}, Envoy {:.0} % and \
+             wrk {:.0} % of it. A second replica splits the service's share over two processes on \
+             the same cores and adds none: a ratio of about 1 at best",
+            cpu(&one.refreshes, |c| c.replicas),
+            if postgres_here {
+                format!("{:.0} %", cpu(&one.refreshes, |c| c.postgres.unwrap_or(0.0)))
+            } else {
+                "(elsewhere)".into()
+            },
+            cpu(&one.refreshes, |c| c.envoy),
+            cpu(&one.refreshes, |c| c.wrk)
+        )
+    } else {
+        format!(
+            "The cores are not saturated ({busy:.0} % busy at least): the time goes to waiting, \
+             each grant's commit for its WAL `fsync`, which a second replica does not shorten: a \
+             ratio of about 1 at best"
+        )
+    };
+    let _ = writeln!(
+        out,
+        "- What limits refresh grants: no hashing; each is one PostgreSQL transaction (the \
+         presented token marked spent, the next one inserted, committed with `fsync`) and an \
+         HS256 signature. {limit} (measured: {refresh_ratio:.2}x). Replicas on machines of their own would \
+         take the service's share off these cores; the one PostgreSQL server would then be the \
+         limit.\n"
+    );
 }
 
 /// Replaces the text between the markers in `file` (creating it if needed).

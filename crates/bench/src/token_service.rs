@@ -89,7 +89,13 @@ pub fn measure(binary: &Path, secret: &str, seconds: u64) -> anyhow::Result<Toke
         .arg("--db")
         .arg(&db)
         // Failed logins never happen here; lift the limits so a long run cannot trip them.
-        .args(["serve", "--listen", "127.0.0.1:0", "--max-failures-per-address", "1000000"]);
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-failures-per-address",
+            "1000000",
+        ]);
     let (service, addr) = Service::start(serve, secret)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

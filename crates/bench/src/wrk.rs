@@ -66,8 +66,12 @@ fn run_with(
 
 pub fn parse(text: &str) -> anyhow::Result<WrkResult> {
     if let Some(line) = text.lines().find(|l| l.contains("Non-2xx or 3xx responses")) {
+        let first = text
+            .lines()
+            .find_map(|l| l.strip_prefix("First error answer: "))
+            .map_or(String::new(), |e| format!("; the first: {e}"));
         bail!(
-            "a timed run got error answers ({}): every request must succeed",
+            "a timed run got error answers ({}{first}): every request must succeed",
             line.trim()
         );
     }
