@@ -145,13 +145,18 @@ impl RootContext for GatehouseRoot {
             .as_ref()
             .map(|feed| Revocations::new(fetch::now(), feed.max_stale_seconds));
         let runtime = RefCell::new(runtime);
-        // Counters reach Envoy on this tick (metrics.rs), a remote JWKS is checked as
-        // often, and revocation is looked at four times per poll interval (at most once
-        // a second), so a change reaches every worker within 1.5 intervals.
-        let tick_ms = policy.revocation.as_ref().map_or(1000, |feed| {
-            (feed.poll_seconds.saturating_mul(250)).clamp(250, 1000)
-        });
-        self.set_tick_period(Duration::from_millis(u64::try_from(tick_ms).unwrap_or(1000)));
+        // Counters reach Envoy on this tick (metrics.rs) and a remote JWKS is checked as
+        // often. With a revocation feed the tick is 100 ms: the worker that polled
+        // publishes the set at once, and every other worker adopts it on its next tick,
+        // so a revoked token is refused by all workers within 100 ms of the first (a
+        // client whose requests land on different workers sees no longer flip-flop).
+        // Each tick is a few host calls; requests pay nothing for it.
+        let tick = if policy.revocation.is_some() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        self.set_tick_period(tick);
         self.flush();
         let jwks_keys = policy.jwks_remote.as_ref().map(SharedKeys::new);
         let revocation_keys = policy.revocation.as_ref().map(FeedKeys::new);
