@@ -227,11 +227,19 @@ fn every_decision_is_counted_in_envoys_stats() {
             .map(|(_, v)| v)
             .sum()
     };
-    // Counts reach Envoy once a second: wait for them, then one more flush for stragglers.
-    envoy.counters_when(|c| decisions(c) >= 6);
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let after = envoy.counters();
-    let moved = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    // Counts reach Envoy once a second: wait until every expected one has arrived.
+    let expected = [
+        ("gatehouse.allowed.public", 1),
+        ("gatehouse.allowed.token", 2),
+        ("gatehouse.denied.missing_token", 1),
+        ("gatehouse.denied.forbidden", 1),
+        ("gatehouse.denied.malformed", 1),
+    ];
+    let moved_in = |c: &std::collections::BTreeMap<String, u64>, name: &str| {
+        c.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
+    };
+    let after = envoy.counters_when(|c| expected.iter().all(|(name, n)| moved_in(c, name) >= *n));
+    let moved = |name: &str| moved_in(&after, name);
     assert_eq!(moved("gatehouse.allowed.public"), 1);
     assert_eq!(moved("gatehouse.allowed.token"), 2);
     assert_eq!(moved("gatehouse.denied.missing_token"), 1);

@@ -412,12 +412,12 @@ impl Envoy {
     }
 
     /// The counters once `ready` holds for them (the filter flushes its counts to
-    /// Envoy once a second); the last reading if it never does within 5 s.
+    /// Envoy once a second); the last reading if it never does within 20 s.
     pub fn counters_when(
         &self,
         ready: impl Fn(&std::collections::BTreeMap<String, u64>) -> bool,
     ) -> std::collections::BTreeMap<String, u64> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let c = self.counters();
             if ready(&c) || Instant::now() > deadline {

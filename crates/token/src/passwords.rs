@@ -58,6 +58,11 @@ pub enum PasswordError {
     Hashing(String),
 }
 
+/// One of the `max_concurrent` hashing slots, held while it lives.
+pub struct HashSlot<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
 /// Beyond the bound on concurrent hashes, a request waited too long for a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy;
@@ -122,6 +127,17 @@ impl Hasher {
         hash_with(&self.inner.argon2, password)
     }
 
+    /// Waits (at most the queue timeout) for one of the hashing slots; the slot is
+    /// held until the returned guard is dropped. Every hash and verification runs
+    /// under one.
+    pub async fn slot(&self) -> Result<HashSlot<'_>, Busy> {
+        let permit = tokio::time::timeout(self.inner.queue_timeout, self.inner.permits.acquire())
+            .await
+            .map_err(|_| Busy)?
+            .map_err(|_| Busy)?;
+        Ok(HashSlot { _permit: permit })
+    }
+
     /// Verifies `password` against `stored`, or against the dummy hash when there is
     /// no stored hash (unknown user) or it is unusable. Returns the time spent hashing.
     pub async fn verify(
@@ -129,10 +145,7 @@ impl Hasher {
         password: Zeroizing<String>,
         stored: Option<String>,
     ) -> Result<(Verification, Duration), Busy> {
-        let _permit = tokio::time::timeout(self.inner.queue_timeout, self.inner.permits.acquire())
-            .await
-            .map_err(|_| Busy)?
-            .map_err(|_| Busy)?;
+        let _slot = self.slot().await?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -145,10 +158,7 @@ impl Hasher {
 
     /// Hashes on the blocking pool, under the same bound as verification.
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<Result<String, PasswordError>, Busy> {
-        let _permit = tokio::time::timeout(self.inner.queue_timeout, self.inner.permits.acquire())
-            .await
-            .map_err(|_| Busy)?
-            .map_err(|_| Busy)?;
+        let _slot = self.slot().await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.hash_blocking(&password))
             .await
@@ -392,27 +402,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_bound_turns_a_flood_into_busy_not_memory() {
-        let h = Hasher::new(OWASP_MIN, 1, Duration::from_millis(1)).unwrap();
+    async fn a_hash_waits_for_a_slot_and_gives_up_after_the_queue_timeout() {
+        let h = Hasher::new(OWASP_MIN, 2, Duration::from_millis(20)).unwrap();
         let phc = h.hash_blocking("a good password").unwrap();
-        let tasks: Vec<_> = (0..6)
-            .map(|_| {
-                let (h, phc) = (h.clone(), phc.clone());
-                tokio::spawn(async move {
-                    h.verify(Zeroizing::new("a good password".into()), Some(phc))
-                        .await
-                })
-            })
-            .collect();
-        let mut busy = 0;
-        for t in tasks {
-            if t.await.unwrap().is_err() {
-                busy += 1;
-            }
-        }
-        assert!(
-            busy >= 1,
-            "with one permit and a 1 ms queue, some of six must be turned away"
-        );
+        let pw = || Zeroizing::new("a good password".to_string());
+        let held = (h.slot().await.unwrap(), h.slot().await.unwrap());
+        assert!(h.slot().await.is_err(), "a third slot out of two");
+        assert_eq!(h.verify(pw(), Some(phc.clone())).await.err(), Some(Busy));
+        assert!(h.hash(pw()).await.is_err());
+        drop(held.0);
+        // One slot free again: the verification runs.
+        let (v, _) = h.verify(pw(), Some(phc)).await.unwrap();
+        assert!(v.matches);
+        drop(held.1);
     }
 }

@@ -205,8 +205,9 @@ fn serve_refuses_a_weak_secret() {
 }
 
 /// Starts `serve` on a kernel-chosen port; returns the child, its address and its
-/// stderr, drained by a thread (a full pipe would block the server).
-fn start_server(db: &Path) -> (Server, String, Arc<Mutex<String>>) {
+/// stderr, drained by a thread (a full pipe would block the server) that ends when the
+/// child has exited and the pipe is empty.
+fn start_server(db: &Path) -> (Server, String, Log) {
     let mut child = Command::new(BIN)
         .arg("--db")
         .arg(db)
@@ -219,7 +220,7 @@ fn start_server(db: &Path) -> (Server, String, Arc<Mutex<String>>) {
     let log = Arc::new(Mutex::new(String::new()));
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let sink = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
             let mut log = sink.lock().unwrap();
             log.push_str(&line);
@@ -234,7 +235,7 @@ fn start_server(db: &Path) -> (Server, String, Arc<Mutex<String>>) {
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
         {
-            return (Server(child), addr.to_string(), log);
+            return (Server(child), addr.to_string(), Log { text: log, reader });
         }
         assert!(Instant::now() < deadline, "did not start: {text}");
         if let Ok(Some(status)) = child.try_wait() {
@@ -246,6 +247,20 @@ fn start_server(db: &Path) -> (Server, String, Arc<Mutex<String>>) {
 
 /// The server process, killed if a test fails before stopping it.
 struct Server(std::process::Child);
+
+/// What the server wrote to stderr so far, and the thread that reads it.
+struct Log {
+    text: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Log {
+    /// Everything, once the server has exited (its stderr is then at EOF).
+    fn all(self) -> String {
+        self.reader.join().unwrap();
+        self.text.lock().unwrap().clone()
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -400,8 +415,7 @@ fn serve_logs_no_secret_password_or_token_even_at_trace_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success());
     let exit = child.0.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let log = log.lock().unwrap().clone();
+    let log = log.all();
     assert!(exit.success(), "exit {exit:?}: {log}");
     assert!(log.contains("gatehouse-token stopped"), "{log}");
     assert!(log.contains("password login"), "the trace log is empty: {log}");

@@ -262,8 +262,9 @@ async fn two_replicas_on_postgres_act_as_one_service() {
                 assert_eq!(status, 200, "a token signed with the new key passes the edge");
                 break;
             }
+            // A liveness bound (keys are reloaded every second), not a latency one.
             assert!(
-                rotated.elapsed() < Duration::from_secs(5),
+                rotated.elapsed() < Duration::from_secs(30),
                 "the rotation never reached a replica"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -293,10 +294,12 @@ async fn two_replicas_on_postgres_act_as_one_service() {
 }
 
 /// Four clients log in and refresh through Envoy for five seconds; replica A is
-/// SIGKILLed after two. Requests in flight on A at that moment may fail (a login is
-/// not retried after its request was sent: it is not idempotent); everything after
-/// the kill is answered by B, and every login or refresh answered 200, before or
-/// after, left a refresh token that still works: nothing committed was lost.
+/// SIGKILLed after two. What may fail is told by order, not by time: a request in
+/// flight on A when it died (a login is not retried after its request was sent: it is
+/// not idempotent), and a client's first request after the kill, which Envoy may have
+/// put on a pooled connection to A before reading that A closed it. Every later request
+/// is answered by B, and every login or refresh answered 200, before or after, left a
+/// refresh token that still works: nothing committed was lost.
 async fn replica_killed_mid_flood(http: &Http, edge: &str, mut a: Server, b: Server) {
     let http = Arc::new(Http(http.0.clone()));
     let start = Instant::now();
@@ -305,59 +308,68 @@ async fn replica_killed_mid_flood(http: &Http, edge: &str, mut a: Server, b: Ser
             let (http, edge) = (http.clone(), edge.to_string());
             tokio::spawn(async move {
                 let mut held: Vec<String> = Vec::new();
-                let mut failures: Vec<(Duration, u16)> = Vec::new();
-                let mut answered = 0u32;
+                // (sent, answered, status) of every request, in the order sent.
+                let mut requests: Vec<(Duration, Duration, u16)> = Vec::new();
                 while start.elapsed() < Duration::from_secs(5) {
                     let sent = start.elapsed();
                     let (status, body) = http.login(&edge, "alice", "alice-demo-pass").await;
+                    requests.push((sent, start.elapsed(), status));
                     if status != 200 {
-                        failures.push((sent, status));
                         continue;
                     }
-                    answered += 1;
-                    // Rotate once: the rotated-to token is what must survive.
+                    // Rotate once: the rotated-to token is what must survive. A refresh
+                    // that fails was in flight on A: its outcome is unknown to the
+                    // client, so it is not counted as committed either way.
+                    let sent = start.elapsed();
                     let (status, refreshed) = http.refresh(&edge, &field(&body, "refresh_token")).await;
-                    match status {
-                        200 => held.push(field(&refreshed, "refresh_token")),
-                        // The refresh itself was in flight on A: its outcome is unknown to
-                        // the client, so it is not counted as committed either way.
-                        _ => failures.push((sent, status)),
+                    requests.push((sent, start.elapsed(), status));
+                    if status == 200 {
+                        held.push(field(&refreshed, "refresh_token"));
                     }
                 }
-                (held, failures, answered)
+                (held, requests)
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let killed_at = start.elapsed();
+    let kill_began = start.elapsed();
     a.kill9();
+    let kill_ended = start.elapsed();
 
     let mut held = Vec::new();
-    let mut failures = Vec::new();
-    let mut answered = 0;
+    let (mut answered, mut failures) = (0, Vec::new());
     for c in clients {
-        let (h, f, n) = c.await.unwrap();
+        let (h, requests) = c.await.unwrap();
         held.extend(h);
-        failures.extend(f);
-        answered += n;
+        answered += requests.iter().filter(|r| r.2 == 200).count();
+        let mut first_after_kill = true;
+        for &(sent, done, status) in &requests {
+            let after_kill = sent > kill_ended;
+            if status != 200 {
+                failures.push((sent, done, status));
+                let in_flight = sent <= kill_ended && done >= kill_began;
+                assert!(
+                    in_flight || (after_kill && first_after_kill),
+                    "only a request in flight at the kill, or a client's first one after it, may fail: \
+                     {status} sent at {sent:?}, answered at {done:?}, A killed at {kill_began:?}..{kill_ended:?}"
+                );
+                assert!(matches!(status, 502..=504), "{status}");
+            }
+            first_after_kill &= !after_kill;
+        }
+        assert!(
+            requests
+                .iter()
+                .any(|&(sent, _, status)| sent > kill_ended && status == 200),
+            "a client was never served after the kill: {requests:?}"
+        );
     }
     eprintln!(
-        "flood: {answered} logins answered, {} refresh tokens held, failures (sent at, status): {failures:?}; A killed at {killed_at:?}",
+        "flood: {answered} requests answered 200, {} refresh tokens held, failures (sent, answered, status): \
+         {failures:?}; A killed at {kill_began:?}..{kill_ended:?}",
         held.len()
     );
     assert!(answered >= 8, "the flood must have been a flood: {answered}");
-    for (sent, status) in &failures {
-        assert!(
-            *sent >= killed_at.saturating_sub(Duration::from_millis(500))
-                && *sent < killed_at + Duration::from_secs(1),
-            "only requests in flight around the kill may fail: {status} sent at {sent:?}"
-        );
-        assert!(matches!(status, 502..=504), "{status}");
-    }
-    assert!(
-        failures.len() <= 8,
-        "at most the requests in flight: {failures:?}"
-    );
 
     // Every refresh token a client was given is still good, on the surviving replica.
     for token in &held {

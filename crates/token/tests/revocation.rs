@@ -655,7 +655,7 @@ async fn the_purger_runs_in_the_background_until_stopped() {
     app.store.revoke_jti("alive", now + 600).await.unwrap();
     let purger = gatehouse_token::housekeeping::spawn_purger(app.store.clone(), Duration::from_millis(50));
     let mut left = usize::MAX;
-    for _ in 0..100 {
+    for _ in 0..1000 {
         left = app
             .store
             .revocations_since(None, None, 0)
