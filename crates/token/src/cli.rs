@@ -15,6 +15,7 @@ use tracing::info;
 use zeroize::Zeroizing;
 
 use crate::app::{serve, unix_now, AppState};
+use crate::hash_costs;
 use crate::issue::Issuer;
 use crate::limiter::FailureLimiter;
 use crate::metrics::Metrics;
@@ -240,8 +241,13 @@ async fn serve_command(
         metrics: Metrics::default(),
         admin_role: args.admin_role,
     });
+    // Before the first login: a failed one waits as long as the slowest hash in the store.
+    hash_costs::learn_from_store(&state.hasher, &state.store)
+        .await
+        .context("reading the password hash parameters in use")?;
     // A key rotated from the CLI or by another replica is signed with and published
-    // within a second (one small read per second).
+    // within a second, and the parameters of a user imported meanwhile are timed (two
+    // small reads per second).
     let reloader = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -250,6 +256,9 @@ async fn serve_command(
                 every.tick().await;
                 if let Err(e) = state.issuer.load(&state.store, unix_now()).await {
                     tracing::warn!(error = %e, "could not reload the signing keys");
+                }
+                if let Err(e) = hash_costs::learn_from_store(&state.hasher, &state.store).await {
+                    tracing::warn!(error = %e, "could not read the password hash parameters in use");
                 }
             }
         })

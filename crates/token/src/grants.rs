@@ -142,6 +142,9 @@ async fn password_grant(
             }
             state.metrics.logins_failed.inc();
             info!(outcome = "failed", "password login");
+            // As long as the slowest hash in the store would take: the time of a failure
+            // says nothing about whether the user exists or what their hash is.
+            tokio::time::sleep(state.hasher.failure_time().saturating_sub(spent)).await;
             return Err(ApiError::BadCredentials);
         }
     };

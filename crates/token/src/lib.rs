@@ -10,6 +10,7 @@ pub mod error;
 pub mod feed;
 pub mod form;
 pub mod grants;
+pub mod hash_costs;
 pub mod housekeeping;
 pub mod issue;
 pub mod limiter;

@@ -1,8 +1,10 @@
 //! Argon2id password hashing and verification, off the async runtime and bounded.
 //!
 //! Every verification costs one Argon2 run with the stored hash's parameters; an
-//! unknown user is verified against a dummy hash made with the current parameters, so
-//! "no such user" and "wrong password" take the same time.
+//! unknown user is verified against a dummy hash made with the current parameters, and
+//! a failed login of either kind is answered only after [`Hasher::failure_time`] (see
+//! `hash_costs`), so "no such user" and "wrong password" take the same time whatever
+//! parameters the stored hashes have.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
+
+use crate::hash_costs::{self, HashCosts};
 
 /// OWASP's minimum for Argon2id: 19 MiB, 2 iterations, 1 lane.
 pub const OWASP_MIN: Argon2Params = Argon2Params {
@@ -32,7 +36,7 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Shortest password a new account may get.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Argon2Params {
     pub memory_kib: u32,
     pub iterations: u32,
@@ -86,6 +90,7 @@ struct Inner {
     dummy: String,
     permits: Semaphore,
     queue_timeout: Duration,
+    costs: HashCosts,
 }
 
 impl Hasher {
@@ -105,7 +110,10 @@ impl Hasher {
         let p = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
             .map_err(|e| PasswordError::BadParams(e.to_string()))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
+        let started = Instant::now();
         let dummy = hash_with(&argon2, "gatehouse dummy password, never a real one")?;
+        let costs = HashCosts::default();
+        costs.observe(params, started.elapsed());
         Ok(Hasher {
             inner: Arc::new(Inner {
                 argon2,
@@ -113,8 +121,41 @@ impl Hasher {
                 dummy,
                 permits: Semaphore::new(max_concurrent.max(1)),
                 queue_timeout,
+                costs,
             }),
         })
+    }
+
+    /// How long after its hashing began a failed login is answered: the slowest
+    /// verification among the parameter sets this hasher knows, with a margin.
+    pub fn failure_time(&self) -> Duration {
+        self.inner.costs.failure_time()
+    }
+
+    /// Learns the parameter sets of stored hashes (their [`hash_costs::label`]s): each
+    /// new one is timed by one hash with it, under a hashing slot. Labels that are not
+    /// parameters this service would verify are ignored.
+    pub async fn learn(&self, labels: &[String]) -> Result<(), Busy> {
+        for params in labels.iter().filter_map(|l| hash_costs::parse_label(l)) {
+            if self.inner.costs.knows(params) || !within_bounds(params) {
+                continue;
+            }
+            let Ok(p) = Params::new(params.memory_kib, params.iterations, params.parallelism, None) else {
+                continue;
+            };
+            let _slot = self.slot().await?;
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
+                let started = Instant::now();
+                if hash_with(&argon2, "gatehouse timing probe, never a real password").is_ok() {
+                    inner.costs.observe(params, started.elapsed());
+                }
+            })
+            .await
+            .map_err(|_| Busy)?;
+        }
+        Ok(())
     }
 
     pub fn params(&self) -> Argon2Params {
@@ -169,22 +210,31 @@ impl Hasher {
 impl Inner {
     fn verify_blocking(&self, password: &str, stored: Option<&str>) -> Verification {
         let parsed = stored.and_then(|s| PasswordHash::new(s).ok()).filter(acceptable);
-        match parsed {
-            Some(hash) => Verification {
-                matches: self.argon2.verify_password(password.as_bytes(), &hash).is_ok(),
-                needs_rehash: weaker_than(&hash, self.params),
-            },
+        let started = Instant::now();
+        let (verification, params) = match parsed {
+            Some(hash) => (
+                Verification {
+                    matches: self.argon2.verify_password(password.as_bytes(), &hash).is_ok(),
+                    needs_rehash: weaker_than(&hash, self.params),
+                },
+                params_of(&hash),
+            ),
             None => {
-                // Same work as a real check, so the answer's timing says nothing.
+                // The work of a real check, so the answer's timing says nothing.
                 if let Ok(dummy) = PasswordHash::new(&self.dummy) {
                     let _ = self.argon2.verify_password(password.as_bytes(), &dummy);
                 }
-                Verification {
+                let none = Verification {
                     matches: false,
                     needs_rehash: false,
-                }
+                };
+                (none, Some(self.params))
             }
+        };
+        if let Some(params) = params {
+            self.costs.observe(params, started.elapsed());
         }
+        verification
     }
 }
 
@@ -217,15 +267,25 @@ fn hash_with(argon2: &Argon2<'static>, password: &str) -> Result<String, Passwor
 
 /// An Argon2 variant whose parameters we are willing to run.
 fn acceptable(hash: &PasswordHash<'_>) -> bool {
-    if Algorithm::try_from(hash.algorithm).is_err() {
-        return false;
-    }
-    match Params::try_from(hash) {
-        Ok(p) => {
-            p.m_cost() <= MAX_MEMORY_KIB && p.t_cost() <= MAX_ITERATIONS && p.p_cost() <= MAX_PARALLELISM
-        }
-        Err(_) => false,
-    }
+    Algorithm::try_from(hash.algorithm).is_ok() && params_of(hash).is_some_and(within_bounds)
+}
+
+fn within_bounds(p: Argon2Params) -> bool {
+    p.memory_kib <= MAX_MEMORY_KIB && p.iterations <= MAX_ITERATIONS && p.parallelism <= MAX_PARALLELISM
+}
+
+fn params_of(hash: &PasswordHash<'_>) -> Option<Argon2Params> {
+    Params::try_from(hash).ok().map(|p| Argon2Params {
+        memory_kib: p.m_cost(),
+        iterations: p.t_cost(),
+        parallelism: p.p_cost(),
+    })
+}
+
+/// The [`hash_costs::label`] of a stored PHC string, if it is a hash we would verify.
+pub fn params_label(phc: &str) -> Option<String> {
+    let hash = PasswordHash::new(phc).ok().filter(acceptable)?;
+    params_of(&hash).map(hash_costs::label)
 }
 
 fn weaker_than(hash: &PasswordHash<'_>, current: Argon2Params) -> bool {

@@ -168,6 +168,28 @@ impl Store {
         row.map(|r| user_from_row(&r)).transpose()
     }
 
+    /// The parameter sets of the stored password hashes (as `hash_costs::label`s), after
+    /// labelling the hashes that have none yet (written before the label existed, or by
+    /// a password change: the label is derived here, not trusted from the writer).
+    pub async fn hash_param_labels(&self) -> Result<Vec<String>, StoreError> {
+        let unlabelled = sqlx::query("SELECT id, password_hash FROM users WHERE hash_params IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in unlabelled {
+            let (id, phc): (i64, String) = (row.try_get("id")?, row.try_get("password_hash")?);
+            sqlx::query("UPDATE users SET hash_params = $1 WHERE id = $2 AND password_hash = $3")
+                .bind(hash_label(&phc))
+                .bind(id)
+                .bind(&phc)
+                .execute(&self.pool)
+                .await?;
+        }
+        let rows = sqlx::query("SELECT DISTINCT hash_params FROM users WHERE hash_params <> ''")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("hash_params")?)).collect()
+    }
+
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, username, roles, disabled, created_at, updated_at FROM users ORDER BY username",
@@ -187,9 +209,10 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4",
+            "UPDATE users SET password_hash = $1, hash_params = $2, updated_at = $3 WHERE id = $4 AND password_hash = $5",
         )
         .bind(new_hash)
+        .bind(hash_label(new_hash))
         .bind(now)
         .bind(user_id)
         .bind(old_hash)
@@ -504,18 +527,18 @@ impl Store {
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
-const SET_HASH: &str =
-    "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 RETURNING id";
+const SET_HASH: &str = "UPDATE users SET password_hash = $1, hash_params = NULL, updated_at = $2 WHERE username = $3 RETURNING id";
 const SET_DISABLED: &str = "UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3 RETURNING id";
 const SET_ROLES: &str = "UPDATE users SET roles = $1, updated_at = $2 WHERE username = $3 RETURNING id";
 
 async fn insert_user(tx: &mut Tx<'_>, new: &NewUser<'_>, now: i64) -> Result<User, StoreError> {
     let roles = serde_json::to_string(new.roles)?;
     let result = sqlx::query(
-        "INSERT INTO users (username, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO users (username, password_hash, hash_params, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(new.username)
     .bind(new.password_hash)
+    .bind(hash_label(new.password_hash))
     .bind(&roles)
     .bind(new.disabled)
     .bind(now)
@@ -576,6 +599,11 @@ async fn revoke_user_tokens(tx: &mut Tx<'_>, user_id: i64, now: i64) -> Result<(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The `hash_params` of a hash: its parameters, or '' if it is not one we verify.
+fn hash_label(phc: &str) -> String {
+    crate::passwords::params_label(phc).unwrap_or_default()
 }
 
 fn user_from_row(r: &AnyRow) -> Result<User, StoreError> {

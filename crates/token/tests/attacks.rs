@@ -1147,6 +1147,126 @@ fn import_users(db: &std::path::Path, prefix: &str, n: usize, password: &str) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// Made by pwdlib 0.3.1 exactly as the FastAPI guide does (m=64 MiB, t=3, p=4), of
+/// "correct horse battery staple": the README's migration path for existing users.
+const PWDLIB_HASH: &str =
+    "$argon2id$v=19$m=65536,t=3,p=4$esBNOrDdi/dFiaZHCeC+iw$1gUH3tc5v37aFs8dt8uvvPi2v0ehMBxtqMAZ5lpBmPg";
+
+/// Medians of interleaved failed logins through the real binary: an unknown user, and a
+/// wrong password for each of `users`. Returns (label, median seconds).
+async fn failure_medians(server: &Server, users: &[&str], rounds: usize) -> Vec<(String, f64)> {
+    let client = reqwest::Client::new();
+    let attempt = |user: String| {
+        let (client, url) = (client.clone(), server.url("/token"));
+        async move {
+            let started = Instant::now();
+            let r = client
+                .post(url)
+                .header("content-type", FORM)
+                .body(format!(
+                    "grant_type=password&username={user}&password=not-the-password"
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "{user}");
+            r.bytes().await.unwrap();
+            started.elapsed().as_secs_f64()
+        }
+    };
+    let mut labels: Vec<String> = vec!["unknown".into()];
+    labels.extend(users.iter().map(|u| u.to_string()));
+    let mut samples = vec![Vec::new(); labels.len()];
+    // One of each first: the warm-up is not measured.
+    for round in 0..=rounds {
+        // Interleaved, in a rotating order, so drift in machine load hits all alike.
+        for k in 0..labels.len() {
+            let i = (k + round) % labels.len();
+            let user = if i == 0 {
+                format!("nobody{round}")
+            } else {
+                labels[i].clone()
+            };
+            let took = attempt(user).await;
+            if round > 0 {
+                samples[i].push(took);
+            }
+        }
+    }
+    labels
+        .into_iter()
+        .zip(samples)
+        .map(|(label, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (label, v[v.len() / 2])
+        })
+        .collect()
+}
+
+fn assert_same_time(medians: &[(String, f64)], case: &str) {
+    println!("{case}: failed-login medians {medians:?}");
+    let (fastest, slowest) = medians
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), (_, m)| (lo.min(*m), hi.max(*m)));
+    // Unpadded, the pwdlib hash takes five times the OWASP minimum; noise is far smaller.
+    assert!(
+        slowest / fastest < 1.43,
+        "{case}: failed logins differ in time by {:.2}x: {medians:?}",
+        slowest / fastest
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_login_takes_the_same_time_whatever_the_stored_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    // "native" has the service's own parameters, "imported" pwdlib's five-times-costlier ones.
+    let native = gatehouse_token::passwords::Hasher::new(
+        gatehouse_token::passwords::OWASP_MIN,
+        1,
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .hash_blocking("correct horse battery staple")
+    .unwrap();
+    let lines = [("native", native.as_str()), ("imported", PWDLIB_HASH)]
+        .iter()
+        .map(|(name, hash)| format!("{}\n", json!({"username": name, "hashed_password": hash})))
+        .collect::<String>();
+    let file = db.with_extension("jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let out = cli(&db, &["user", "import", file.to_str().unwrap()], "", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let limits = [
+        "--max-failures-per-user",
+        "100000",
+        "--max-failures-per-address",
+        "100000",
+    ];
+
+    // The service's parameters are the minimum: unknown users are checked against a
+    // dummy of those, pwdlib's user against its own costlier hash.
+    let server = Server::start(&db, &limits, "info");
+    let medians = failure_medians(&server, &["native", "imported"], 11).await;
+    assert_same_time(&medians, "OWASP minimum, a pwdlib user imported");
+    drop(server);
+
+    // The reverse: the operator raised the parameters above the stored hashes'.
+    let mut raised = limits.to_vec();
+    raised.extend(["--argon2-memory-kib", "65536", "--argon2-iterations", "3"]);
+    let server = Server::start(&db, &raised, "info");
+    let medians = failure_medians(&server, &["native"], 11).await;
+    assert_same_time(&medians, "parameters raised to m=64 MiB, t=3");
+    let r = reqwest::Client::new()
+        .post(server.url("/token"))
+        .header("content-type", FORM)
+        .body("grant_type=password&username=imported&password=correct+horse+battery+staple")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the imported hash still verifies");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_throughout_a_login_flood() {
     let dir = tempfile::tempdir().unwrap();
