@@ -385,8 +385,8 @@ async fn user_command(
             }
             let password = read_password()?;
             let hash = hasher()?.hash_blocking(&password)?;
-            store.set_password(&name, &hash, now).await?;
-            println!("password of {name} changed; their refresh tokens are revoked");
+            store.set_password(&name, &hash, now, access_ttl).await?;
+            println!("password of {name} changed; all their tokens are revoked");
         }
         UserCommand::Disable { name } => {
             let name = canonical_name(&name)?;
@@ -405,8 +405,13 @@ async fn user_command(
         }
         UserCommand::Roles { name, roles } => {
             check_roles(&roles)?;
-            store.set_roles(&canonical_name(&name)?, &roles, now).await?;
-            println!("roles of {name}: {}", roles.join(", "));
+            store
+                .set_roles(&canonical_name(&name)?, &roles, now, access_ttl)
+                .await?;
+            println!(
+                "roles of {name}: {} (a role taken away revokes their tokens)",
+                roles.join(", ")
+            );
         }
         UserCommand::List { json } => {
             for u in store.list_users().await? {

@@ -24,7 +24,7 @@ use crate::form::required;
 use crate::issue::{random_token, refresh_hash};
 use crate::limiter::Verdict;
 use crate::passwords::MAX_PASSWORD_BYTES;
-use crate::store::{Rotation, User};
+use crate::store::{FamilyStart, Rotation, User};
 use crate::{form, username};
 
 const MAX_USERNAME_BYTES: usize = 256;
@@ -156,28 +156,37 @@ async fn password_grant(
             .await
             .map_err(internal)?;
     }
+    let now = unix_now();
+    let family = random_token(16);
+    let refresh = random_token(32);
+    let checked_hash = stored_hash.as_deref().unwrap_or_default();
+    let started = state
+        .store
+        .start_family(&FamilyStart {
+            user_id: user.id,
+            checked_hash,
+            token_hash: &refresh_hash(&refresh),
+            family: &family,
+            scope: scope.as_deref(),
+            now,
+            expires_at: now.saturating_add(state.refresh_ttl_seconds),
+        })
+        .await
+        .map_err(internal)?;
+    // Disabled, or their password changed, while this login waited and hashed: the
+    // answer of any refused login.
+    let Some(user) = started else {
+        state.metrics.logins_failed.inc();
+        info!(outcome = "failed", "password login");
+        return Err(ApiError::BadCredentials);
+    };
+    // After the family is stored: the re-hash replaces the hash that start_family checks.
     if verdict.needs_rehash {
         if let Some(old) = stored_hash {
             rehash_later(state, user.id, old, password);
         }
     }
-
     let roles = granted_roles(&user, scope.as_deref());
-    let now = unix_now();
-    let family = random_token(16);
-    let refresh = random_token(32);
-    state
-        .store
-        .insert_refresh(
-            &refresh_hash(&refresh),
-            &family,
-            user.id,
-            scope.as_deref(),
-            now,
-            now.saturating_add(state.refresh_ttl_seconds),
-        )
-        .await
-        .map_err(internal)?;
     state.metrics.logins_ok.inc();
     info!(outcome = "ok", "password login");
     token_response(state, &user.username, &roles, refresh, now)

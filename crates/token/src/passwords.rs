@@ -6,6 +6,7 @@
 //! `hash_costs`), so "no such user" and "wrong password" take the same time whatever
 //! parameters the stored hashes have.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,7 @@ struct Inner {
     permits: Semaphore,
     queue_timeout: Duration,
     costs: HashCosts,
+    queued: AtomicUsize,
 }
 
 impl Hasher {
@@ -122,6 +124,7 @@ impl Hasher {
                 permits: Semaphore::new(max_concurrent.max(1)),
                 queue_timeout,
                 costs,
+                queued: AtomicUsize::new(0),
             }),
         })
     }
@@ -172,11 +175,17 @@ impl Hasher {
     /// held until the returned guard is dropped. Every hash and verification runs
     /// under one.
     pub async fn slot(&self) -> Result<HashSlot<'_>, Busy> {
-        let permit = tokio::time::timeout(self.inner.queue_timeout, self.inner.permits.acquire())
-            .await
-            .map_err(|_| Busy)?
-            .map_err(|_| Busy)?;
-        Ok(HashSlot { _permit: permit })
+        self.inner.queued.fetch_add(1, Ordering::SeqCst);
+        let permit = tokio::time::timeout(self.inner.queue_timeout, self.inner.permits.acquire()).await;
+        self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+        Ok(HashSlot {
+            _permit: permit.map_err(|_| Busy)?.map_err(|_| Busy)?,
+        })
+    }
+
+    /// How many hashes wait for a slot now.
+    pub fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::SeqCst)
     }
 
     /// Verifies `password` against `stored`, or against the dummy hash when there is

@@ -67,6 +67,18 @@ pub struct StoredKey {
     pub retired_at: Option<i64>,
 }
 
+/// A login's first refresh token (see [`Store::start_family`]).
+pub struct FamilyStart<'a> {
+    pub user_id: i64,
+    /// The stored hash the password was verified against.
+    pub checked_hash: &'a str,
+    pub token_hash: &'a [u8],
+    pub family: &'a str,
+    pub scope: Option<&'a [String]>,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
 /// The outcome of presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
@@ -82,6 +94,8 @@ pub enum Rotation {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Read once a revoking transaction holds the user's lock (see `revocation_time`).
+    clock: fn() -> i64,
 }
 
 impl Store {
@@ -117,11 +131,29 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            clock: crate::app::unix_now,
+        })
+    }
+
+    /// The same store with another clock for the time a revocation is taken at, for
+    /// tests that replay fixed times (`|| 0` leaves every time the caller's).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Store {
+        self.clock = clock;
+        self
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The time a revocation recorded now must cover: `now` (the request's), or later if
+    /// the transaction waited for the user's lock meanwhile. A login that held the lock
+    /// before issued its tokens no later than this, so they are covered.
+    fn revocation_time(&self, now: i64) -> i64 {
+        now.max((self.clock)())
     }
 
     /// Whether the database answers.
@@ -221,11 +253,26 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Sets a new password and revokes every refresh token of the user.
-    pub async fn set_password(&self, username: &str, hash: &str, now: i64) -> Result<(), StoreError> {
+    /// Sets a new password and revokes every token of the user: the refresh tokens
+    /// here, the access tokens at the edge (after a compromise, the new password must
+    /// end the attacker's access, not only their refreshes).
+    pub async fn set_password(
+        &self,
+        username: &str,
+        hash: &str,
+        now: i64,
+        access_ttl_seconds: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = update_user(&mut tx, SET_HASH, username, hash, now).await?;
-        revoke_user_tokens(&mut tx, id, now).await?;
+        revoke_everything(
+            &mut tx,
+            id,
+            username,
+            (now, self.revocation_time(now)),
+            access_ttl_seconds,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -244,8 +291,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let id = update_user(&mut tx, SET_DISABLED, username, disabled, now).await?;
         if disabled {
-            revoke_user_tokens(&mut tx, id, now).await?;
-            revocations::revoke_subject(&mut tx, username, now, access_ttl_seconds).await?;
+            revoke_everything(
+                &mut tx,
+                id,
+                username,
+                (now, self.revocation_time(now)),
+                access_ttl_seconds,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -260,27 +313,76 @@ impl Store {
         access_ttl_seconds: i64,
     ) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // A write first, so the transaction holds the write lock from its start (a read
-        // first could not later upgrade if another writer committed meanwhile).
-        revocations::revoke_subject(&mut tx, username, now, access_ttl_seconds).await?;
-        let row = sqlx::query(
-            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE username = $1",
+        let (user, _) = lock_user(&mut tx, UserKey::Name(username))
+            .await?
+            .ok_or_else(|| StoreError::NoSuchUser(username.to_string()))?;
+        revoke_everything(
+            &mut tx,
+            user.id,
+            username,
+            (now, self.revocation_time(now)),
+            access_ttl_seconds,
         )
-        .bind(username)
-        .fetch_optional(&mut *tx)
         .await?;
-        // Dropping the transaction rolls the revocation back.
-        let user = user_from_row(&row.ok_or_else(|| StoreError::NoSuchUser(username.to_string()))?)?;
-        revoke_user_tokens(&mut tx, user.id, now).await?;
         tx.commit().await?;
         Ok(user)
     }
 
-    pub async fn set_roles(&self, username: &str, roles: &[String], now: i64) -> Result<(), StoreError> {
+    /// Replaces the user's roles. Taking a role away also revokes the user's access
+    /// tokens at the edge (a demoted admin's token must stop passing admin rules); the
+    /// refresh tokens stay, as each refresh reads the roles afresh. Adding roles revokes
+    /// nothing: a token with fewer roles than its user may do less, not more.
+    pub async fn set_roles(
+        &self,
+        username: &str,
+        roles: &[String],
+        now: i64,
+        access_ttl_seconds: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        let (user, _) = lock_user(&mut tx, UserKey::Name(username))
+            .await?
+            .ok_or_else(|| StoreError::NoSuchUser(username.to_string()))?;
         update_user(&mut tx, SET_ROLES, username, serde_json::to_string(roles)?, now).await?;
+        if user.roles.iter().any(|old| !roles.contains(old)) {
+            revocations::revoke_subject(&mut tx, username, self.revocation_time(now), access_ttl_seconds)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Starts a refresh-token family for a login whose password was checked against
+    /// `checked_hash`: under the user's lock, the user is read again and the family
+    /// stored only if they are still enabled and their hash unchanged. Returns the user
+    /// as stored now (their roles are what the tokens get), or `None`.
+    ///
+    /// The check and the lock close the window between reading the user and issuing
+    /// (a login waits for a hashing slot in between): a disable, password change or
+    /// demotion that commits first is seen here; one that commits later takes its
+    /// revocation time after this lock is released, so it covers the tokens issued here.
+    pub async fn start_family(&self, login: &FamilyStart<'_>) -> Result<Option<User>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some((user, hash)) = lock_user(&mut tx, UserKey::Id(login.user_id)).await? else {
+            return Ok(None);
+        };
+        if user.disabled || hash != login.checked_hash {
+            return Ok(None);
+        }
+        let scope = login.scope.map(serde_json::to_string).transpose()?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(login.token_hash)
+        .bind(login.family)
+        .bind(login.user_id)
+        .bind(scope)
+        .bind(login.now)
+        .bind(login.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(user))
     }
 
     /// Stores a refresh token (by hash) as the first of a new family.
@@ -320,7 +422,17 @@ impl Store {
         now: i64,
         new_expires_at: i64,
     ) -> Result<Rotation, StoreError> {
+        // Whose token it is never changes, so it is read before the transaction.
+        let Some(user_id) = self.refresh_owner(old_hash).await? else {
+            return Ok(Rotation::Invalid);
+        };
         let mut tx = self.pool.begin().await?;
+        // The user's lock first, as every revoking path takes it first: a revocation of
+        // the family or the user either commits before (and the spend below finds the
+        // token revoked) or waits for this rotation and then also revokes its successor.
+        let Some((user, _)) = lock_user(&mut tx, UserKey::Id(user_id)).await? else {
+            return Ok(Rotation::Invalid);
+        };
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1
              WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $3
@@ -352,15 +464,7 @@ impl Store {
         };
 
         let family: String = spent.try_get("family")?;
-        let user_id: i64 = spent.try_get("user_id")?;
         let scope: Option<String> = spent.try_get("scope")?;
-        let user_row = sqlx::query(
-            "SELECT id, username, roles, disabled, created_at, updated_at FROM users WHERE id = $1",
-        )
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let user = user_from_row(&user_row)?;
         if user.disabled {
             revoke_family(&mut tx, &family, now).await?;
             tx.commit().await?;
@@ -386,22 +490,32 @@ impl Store {
     /// grant it belongs to). Whether the token is one of ours.
     pub async fn revoke_refresh_family(&self, token_hash: &[u8], now: i64) -> Result<bool, StoreError> {
         // Read first: anyone may present garbage, and a lookup takes no write lock.
-        let family = sqlx::query("SELECT family FROM refresh_tokens WHERE token_hash = $1")
+        let row = sqlx::query("SELECT family, user_id FROM refresh_tokens WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(family) = family else {
+        let Some(row) = row else {
             return Ok(false);
         };
-        // One statement by family: a rotation racing with it either runs first (and its
-        // new token is revoked here) or finds the family revoked and refuses.
-        let family: String = family.try_get("family")?;
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(&family)
-            .execute(&self.pool)
-            .await?;
+        let (family, user_id): (String, i64) = (row.try_get("family")?, row.try_get("user_id")?);
+        // Under the user's lock, as a rotation takes it: one racing with this either
+        // commits first (and its new token is revoked here: this statement starts after
+        // that commit) or finds the family revoked and refuses.
+        let mut tx = self.pool.begin().await?;
+        if lock_user(&mut tx, UserKey::Id(user_id)).await?.is_some() {
+            revoke_family(&mut tx, &family, now).await?;
+        }
+        tx.commit().await?;
         Ok(true)
+    }
+
+    /// The user a refresh token belongs to, if it is one.
+    async fn refresh_owner(&self, token_hash: &[u8]) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT user_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get("user_id")?)).transpose()
     }
 
     /// Deletes refresh tokens that can no longer be used.
@@ -590,6 +704,48 @@ async fn revoke_family(tx: &mut Tx<'_>, family: &str, now: i64) -> Result<(), St
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Which user to lock.
+enum UserKey<'a> {
+    Id(i64),
+    Name(&'a str),
+}
+
+/// Takes the user's lock for the rest of the transaction and reads the user and their
+/// hash: a row lock in PostgreSQL, the write lock in SQLite (a write as the first
+/// statement, so the transaction never has to upgrade a read). Every path that issues
+/// or revokes a user's tokens takes it first, so those paths are serialised per user.
+async fn lock_user(tx: &mut Tx<'_>, key: UserKey<'_>) -> Result<Option<(User, String)>, StoreError> {
+    let query = match key {
+        UserKey::Id(id) => sqlx::query(
+            "UPDATE users SET updated_at = updated_at WHERE id = $1
+             RETURNING id, username, roles, disabled, created_at, updated_at, password_hash",
+        )
+        .bind(id),
+        UserKey::Name(name) => sqlx::query(
+            "UPDATE users SET updated_at = updated_at WHERE username = $1
+             RETURNING id, username, roles, disabled, created_at, updated_at, password_hash",
+        )
+        .bind(name),
+    };
+    let row = query.fetch_optional(&mut **tx).await?;
+    row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
+        .transpose()
+}
+
+/// Every token of the user, under the user's lock: the refresh tokens here, and the
+/// access tokens at the edge (a subject revocation covering the longest an access
+/// token lives).
+async fn revoke_everything(
+    tx: &mut Tx<'_>,
+    user_id: i64,
+    username: &str,
+    (now, revoke_at): (i64, i64),
+    access_ttl_seconds: i64,
+) -> Result<(), StoreError> {
+    revoke_user_tokens(tx, user_id, now).await?;
+    revocations::revoke_subject(tx, username, revoke_at, access_ttl_seconds).await
 }
 
 async fn revoke_user_tokens(tx: &mut Tx<'_>, user_id: i64, now: i64) -> Result<(), StoreError> {

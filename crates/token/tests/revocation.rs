@@ -393,16 +393,12 @@ async fn the_admin_api_needs_a_valid_unrevoked_admin_token() {
         .contains("error=\"insufficient_scope\""));
     assert_eq!(json(r).await["error"], "insufficient_scope");
 
-    // Demoted since the token was issued: the token's roles are not enough.
+    // Demoted since the token was issued: the demotion revoked the token.
     app.store
-        .set_roles("dave", &["user".to_string()], unix_now())
+        .set_roles("dave", &["user".to_string()], unix_now(), 1800)
         .await
         .unwrap();
-    assert_eq!(
-        admin(&app, path, Some(&dave)).await.status(),
-        403,
-        "demoted admin"
-    );
+    invalid(admin(&app, path, Some(&dave)).await, "demoted admin");
 
     for unknown in [
         "/admin/users/nobody/disable",
@@ -572,8 +568,9 @@ async fn the_feed_serves_what_changed_after_a_cursor() {
 async fn entries_only_widen_and_every_change_moves_the_cursor() {
     let app = demo_app(Options::default()).await;
     let now = unix_now();
+    // Times ahead of the clock, so the revocation's own clock reading never wins.
     app.store.revoke_user("bob", now + 100, 10).await.unwrap();
-    app.store.revoke_user("bob", now, 1800).await.unwrap();
+    app.store.revoke_user("bob", now + 50, 1800).await.unwrap();
     app.store.revoke_jti("j1", now + 50).await.unwrap();
     app.store.revoke_jti("j1", now + 20).await.unwrap();
     let page = app.store.revocations_since(None, None, now).await.unwrap();
@@ -581,7 +578,7 @@ async fn entries_only_widen_and_every_change_moves_the_cursor() {
     assert_eq!(
         serde_json::to_value(&page.entries).unwrap(),
         json!([
-            {"sub": "bob", "iat_before": now + 101, "until": now + 1800},
+            {"sub": "bob", "iat_before": now + 101, "until": now + 1850},
             {"jti": "j1", "until": now + 50},
         ])
     );
@@ -671,4 +668,146 @@ async fn the_purger_runs_in_the_background_until_stopped() {
     assert_eq!(left, 1, "the expired entry is purged, the live one kept");
     purger.abort();
     assert!(purger.await.unwrap_err().is_cancelled());
+}
+
+/// Whether the filter, holding the feed as it is now, refuses `token`.
+async fn edge_refuses(app: &TestApp, token: &str) -> bool {
+    let page = app
+        .client
+        .get(app.url("/revocations"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let set = gatehouse::revocation::RevocationSet::default()
+        .apply(&page, unix_now(), 100_000)
+        .unwrap();
+    let c = claims(token);
+    set.revokes(c["sub"].as_str().unwrap(), c["iat"].as_i64(), c["jti"].as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_in_flight_across_a_disable_issue_no_token_the_edge_accepts() {
+    let app = demo_app(Options {
+        max_concurrent_hashes: 1,
+        hash_queue_timeout: Duration::from_secs(600),
+        ..Options::default()
+    })
+    .await;
+    // Logins that completed before the disable: their tokens are covered by it.
+    let (before, _) = tokens(&app, "bob").await;
+
+    // The test holds the one hashing slot: 20 correct-password logins of bob read him
+    // as enabled, then queue for it.
+    let slot = app.state.hasher.slot().await.unwrap();
+    let logins: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/token"));
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("grant_type=password&username=bob&password=bob-demo-pass")
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (
+                    status,
+                    serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
+                )
+            })
+        })
+        .collect();
+    for waited in 0.. {
+        if app.state.hasher.queued() == 20 {
+            break;
+        }
+        assert!(waited < 4000, "the logins never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Disabled while they wait; they go on in a later second than the revocation's.
+    app.store
+        .set_disabled("bob", true, unix_now(), 1800)
+        .await
+        .unwrap();
+    next_second().await;
+    drop(slot);
+
+    assert!(
+        edge_refuses(&app, &before).await,
+        "a token from before the disable"
+    );
+    let mut refused = 0;
+    for login in logins {
+        match login.await.unwrap() {
+            (200, body) => {
+                let token = body["access_token"].as_str().unwrap();
+                assert!(
+                    edge_refuses(&app, token).await,
+                    "a token issued across the disable passes the edge: {:?}",
+                    claims(token)
+                );
+            }
+            (401, body) => {
+                refused += 1;
+                assert_eq!(body["error"], "invalid_grant");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        refused, 20,
+        "every login that hashed after the disable is refused"
+    );
+}
+
+/// Sleeps into the next second of the clock.
+async fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis()) + 20)).await;
+}
+
+#[tokio::test]
+async fn a_password_change_or_a_demotion_revokes_access_tokens_at_the_edge() {
+    let app = demo_app(Options::default()).await;
+    let (alice, _) = tokens(&app, "alice").await;
+    let (bob, _) = tokens(&app, "bob").await;
+    assert!(!edge_refuses(&app, &alice).await && !edge_refuses(&app, &bob).await);
+
+    // alice loses her admin role: her tokens stop passing at the edge.
+    app.store
+        .set_roles("alice", &["user".to_string()], unix_now(), 1800)
+        .await
+        .unwrap();
+    assert!(edge_refuses(&app, &alice).await, "a demoted admin's token");
+    assert!(!edge_refuses(&app, &bob).await);
+
+    // A role added revokes nothing.
+    app.store
+        .set_roles(
+            "bob",
+            &["user".to_string(), "auditor".to_string()],
+            unix_now(),
+            1800,
+        )
+        .await
+        .unwrap();
+    assert!(!edge_refuses(&app, &bob).await, "a role given");
+
+    // After a compromise, the new password ends the attacker's access tokens too.
+    let hash = app.state.hasher.hash_blocking("bob-new-password").unwrap();
+    app.store
+        .set_password("bob", &hash, unix_now(), 1800)
+        .await
+        .unwrap();
+    assert!(
+        edge_refuses(&app, &bob).await,
+        "a token from before the password change"
+    );
+    assert_eq!(app.login("bob", "bob-demo-pass").await.status(), 401);
 }

@@ -39,8 +39,9 @@ impl Db {
         }
     }
 
+    /// The cases replay fixed times: the store's own clock is left out of them.
     async fn open(&self) -> Store {
-        Store::open(&self.location).await.unwrap()
+        Store::open(&self.location).await.unwrap().with_clock(|| 0)
     }
 }
 
@@ -104,7 +105,10 @@ async fn users_round_trip_and_names_are_unique(db: Db) {
     assert!(hash.starts_with("$argon2id$"));
     assert_eq!(store.user("nobody").await.unwrap(), None);
 
-    store.set_roles("bob", &["auditor".into()], 200).await.unwrap();
+    store
+        .set_roles("bob", &["auditor".into()], 200, 1800)
+        .await
+        .unwrap();
     store.set_disabled("bob", true, 201, 1800).await.unwrap();
     let bob = store.user("bob").await.unwrap().unwrap();
     assert_eq!(
@@ -486,4 +490,99 @@ async fn migrations_are_idempotent_and_reopening_keeps_everything(db: Db) {
         !same.reset && same.entries.is_empty(),
         "the feed and its cursor survive a restart"
     );
+}
+
+/// PostgreSQL runs concurrent writers (SQLite has one): a rotation in flight and a
+/// revocation of its family or user, on two replicas' connections. The rotation is held
+/// open between spending the token and committing its successor (a third connection
+/// holds an uncommitted insert of the successor's hash, so the rotation's insert waits
+/// on it); the revocation starts meanwhile and waits too; then the holder rolls back.
+/// Whichever order the database lets them finish in, the successor must not outlive
+/// the revocation: under READ COMMITTED, a revocation that only waited for the spent
+/// token's row would not see the successor inserted after its snapshot.
+async fn a_revocation_waiting_for_a_rotation_revokes_its_successor(
+    revoker: impl FnOnce(Store) -> tokio::task::JoinHandle<()>,
+) {
+    use sqlx::{Connection, Executor};
+    let db = Db::postgres().await;
+    let Location::Postgres(url) = &db.location else {
+        unreachable!()
+    };
+    let (a, b) = (db.open().await, db.open().await);
+    let bob = a.create_user(new_user("bob", &[]), 1).await.unwrap();
+    let now = gatehouse_token::app::unix_now();
+    a.insert_refresh(b"t0", "fam", bob.id, None, now, now + 1000)
+        .await
+        .unwrap();
+
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family, user_id, issued_at, expires_at) VALUES ($1, 'held', $2, 0, 1)",
+    )
+    .bind(&b"t1"[..])
+    .bind(bob.id)
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let mut observer = sqlx::PgConnection::connect(url).await.unwrap();
+    let rotation = {
+        let a = a.clone();
+        tokio::spawn(async move { a.rotate_refresh(b"t0", b"t1", now, now + 1000).await.unwrap() })
+    };
+    waiting_for_locks(&mut observer, 1).await;
+    let revocation = revoker(b.clone());
+    waiting_for_locks(&mut observer, 2).await;
+    holder.execute("ROLLBACK").await.unwrap();
+    let rotated = rotation.await.unwrap();
+    revocation.await.unwrap();
+
+    assert!(matches!(rotated, Rotation::Rotated { .. }), "{rotated:?}");
+    assert_eq!(
+        a.rotate_refresh(b"t1", b"t2", now, now + 1000).await.unwrap(),
+        Rotation::Invalid,
+        "the successor of a revoked token is still spendable"
+    );
+    let states = a.refresh_states("bob").await.unwrap();
+    assert!(states.iter().all(|(_, _, revoked)| *revoked), "{states:?}");
+}
+
+/// Returns once `n` connections to this database wait for a lock.
+async fn waiting_for_locks(observer: &mut sqlx::PgConnection, n: i64) {
+    use sqlx::Row;
+    for tries in 0.. {
+        let row = sqlx::query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *observer)
+        .await
+        .unwrap();
+        if row.get::<i64, _>("n") >= n {
+            return;
+        }
+        assert!(tries < 4000, "never {n} connections waiting for a lock");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_family_revoked_during_its_rotation_stays_revoked() {
+    a_revocation_waiting_for_a_rotation_revokes_its_successor(|b| {
+        tokio::spawn(async move {
+            let now = gatehouse_token::app::unix_now();
+            assert!(b.revoke_refresh_family(b"t0", now).await.unwrap());
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_log_out_everywhere_during_a_rotation_revokes_its_successor() {
+    a_revocation_waiting_for_a_rotation_revokes_its_successor(|b| {
+        tokio::spawn(async move {
+            let now = gatehouse_token::app::unix_now();
+            b.revoke_user("bob", now, 1800).await.unwrap();
+        })
+    })
+    .await;
 }
