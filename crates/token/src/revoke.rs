@@ -20,6 +20,7 @@ use crate::app::{unix_now, AppState, TOKEN_BODY_LIMIT};
 use crate::error::{internal, ApiError};
 use crate::form;
 use crate::issue::refresh_hash;
+use crate::store::{RecordedAs, RevokedToken};
 
 /// The two kinds of token this service issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +89,19 @@ async fn revoke_access(state: &AppState, token: &str, now: i64) -> Result<bool, 
         return Ok(false);
     };
     // Listed until it would have expired anyway; after that it needs no entry.
-    state
-        .store
-        .revoke_jti(&access.jti, access.exp)
-        .await
-        .map_err(internal)?;
-    state.metrics.revoked("jti");
-    info!(sub = %access.sub, kind = "jti", "access token revoked");
+    let token = RevokedToken {
+        jti: &access.jti,
+        sub: &access.sub,
+        iat: access.iat,
+        exp: access.exp,
+    };
+    let kind = match state.store.revoke_token(&token, now).await.map_err(internal)? {
+        RecordedAs::Token => "jti",
+        // This user has many revoked tokens alive already: one entry covers them all.
+        RecordedAs::Subject => "sub",
+    };
+    state.metrics.revoked(kind);
+    info!(sub = %access.sub, kind, "access token revoked");
     Ok(true)
 }
 

@@ -17,7 +17,10 @@ mod failures;
 mod location;
 mod revocations;
 pub use location::{Backend, Location};
-pub use revocations::{FeedPage, Revoked};
+pub use revocations::{
+    FeedPage, RecordedAs, Revoked, RevokedToken, FEED_PAGE_ENTRIES, MAX_POLLER_SKEW,
+    MAX_TOKEN_ENTRIES_PER_SUBJECT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -498,21 +498,24 @@ async fn the_feed_serves_what_changed_after_a_cursor() {
     assert!(feed_id.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(
         empty,
-        json!({"feed": feed_id, "cursor": 0, "reset": true, "entries": []})
+        json!({"feed": feed_id, "cursor": 0, "reset": true, "more": false, "entries": []})
     );
+    let cursor = |v: &Value| v["cursor"].as_u64().unwrap();
 
     let (bob, _) = tokens(&app, "bob").await;
     assert_eq!(revoke(&app, &format!("token={bob}")).await.status(), 200);
+    let first = cursor(&app.get_json("/revocations").await);
     let now = unix_now();
     app.store.revoke_user("alice", now, 1800).await.unwrap();
 
     let all = app.get_json("/revocations?since=0").await;
     assert_eq!(all["reset"], true, "a cursor without its feed is not trusted");
-    assert_eq!(all["cursor"], 2);
+    let head = cursor(&all);
+    assert!(0 < first && first < head, "{first} {head}");
     assert_eq!(all["entries"].as_array().unwrap().len(), 2);
 
     let after_first = app
-        .get_json(&format!("/revocations?since=1&feed={feed_id}"))
+        .get_json(&format!("/revocations?since={first}&feed={feed_id}"))
         .await;
     assert_eq!(after_first["reset"], false);
     assert_eq!(
@@ -523,7 +526,7 @@ async fn the_feed_serves_what_changed_after_a_cursor() {
     // Idle: one small answer.
     let r = app
         .client
-        .get(app.url(&format!("/revocations?since=2&feed={feed_id}")))
+        .get(app.url(&format!("/revocations?since={head}&feed={feed_id}")))
         .send()
         .await
         .unwrap();
@@ -534,25 +537,33 @@ async fn the_feed_serves_what_changed_after_a_cursor() {
         .unwrap()
         .starts_with("application/json"));
     let body = r.text().await.unwrap();
-    assert!(body.len() < 120, "{} bytes: {body}", body.len());
+    assert!(body.len() < 140, "{} bytes: {body}", body.len());
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"feed": feed_id, "cursor": 2, "reset": false, "entries": []})
+        json!({"feed": feed_id, "cursor": head, "reset": false, "more": false, "entries": []})
     );
 
     for query in [
-        format!("since=3&feed={feed_id}"),
+        format!("since={}&feed={feed_id}", head + 1),
         format!("since={}&feed={feed_id}", u64::MAX),
-        "since=2&feed=0123456789abcdef0123456789abcdef".to_string(),
+        format!("since={head}&feed=0123456789abcdef0123456789abcdef"),
         format!("feed={feed_id}"),
     ] {
         let v = app.get_json(&format!("/revocations?{query}")).await;
         assert_eq!(v["reset"], true, "{query}");
-        assert_eq!(v["cursor"], 2, "{query}");
+        assert_eq!(cursor(&v), head, "{query}");
         assert_eq!(v["entries"], all["entries"], "{query}");
     }
 
-    for query in ["since=abc", "since=-1", "since=", "since=1&since=2", "since=%ff"] {
+    for query in [
+        "since=abc",
+        "since=-1",
+        "since=",
+        "since=1&since=2",
+        "since=%ff",
+        "skew=-1",
+        "skew=1m",
+    ] {
         let r = app
             .client
             .get(app.url(&format!("/revocations?{query}")))
@@ -568,13 +579,22 @@ async fn the_feed_serves_what_changed_after_a_cursor() {
 async fn entries_only_widen_and_every_change_moves_the_cursor() {
     let app = demo_app(Options::default()).await;
     let now = unix_now();
+    let head = || async { app.store.revocations_since(None, None, now).await.unwrap().cursor };
     // Times ahead of the clock, so the revocation's own clock reading never wins.
+    let mut cursors = vec![head().await];
     app.store.revoke_user("bob", now + 100, 10).await.unwrap();
+    cursors.push(head().await);
     app.store.revoke_user("bob", now + 50, 1800).await.unwrap();
+    cursors.push(head().await);
     app.store.revoke_jti("j1", now + 50).await.unwrap();
+    cursors.push(head().await);
     app.store.revoke_jti("j1", now + 20).await.unwrap();
+    cursors.push(head().await);
+    assert!(
+        cursors.windows(2).all(|w| w[0] < w[1]),
+        "every change moves the cursor: {cursors:?}"
+    );
     let page = app.store.revocations_since(None, None, now).await.unwrap();
-    assert_eq!(page.cursor, 4);
     assert_eq!(
         serde_json::to_value(&page.entries).unwrap(),
         json!([
@@ -584,19 +604,20 @@ async fn entries_only_widen_and_every_change_moves_the_cursor() {
     );
     let since_2 = app
         .store
-        .revocations_since(Some(2), Some(&page.feed), now)
+        .revocations_since(Some(cursors[2]), Some(&page.feed), now)
         .await
         .unwrap();
     assert!(!since_2.reset);
-    assert_eq!(since_2.entries.len(), 1, "bob's entry changed at 2, j1's at 4");
+    assert_eq!(
+        since_2.entries.len(),
+        1,
+        "bob's entry changed at the second, j1's at the fourth"
+    );
 
     // An unknown user: nothing recorded, the cursor unmoved.
     assert!(app.store.revoke_user("nobody", now, 1800).await.is_err());
     assert!(app.store.set_disabled("nobody", true, now, 1800).await.is_err());
-    assert_eq!(
-        app.store.revocations_since(None, None, now).await.unwrap().cursor,
-        4
-    );
+    assert_eq!(head().await, cursors[4]);
 }
 
 #[tokio::test]
@@ -631,14 +652,20 @@ async fn entries_expire_from_the_feed_and_are_purged() {
     let expired = app.get_json("/revocations").await;
     assert_eq!(expired["entries"], json!([]), "{expired}");
     assert_eq!(expired["cursor"], feed["cursor"]);
+    // A poller that accepts tokens a minute past their `exp` still gets them.
+    let skewed = app.get_json("/revocations?skew=60").await;
+    assert_eq!(skewed["entries"], feed["entries"], "{skewed}");
     // An expired token needs no entry: revoking it records nothing.
     assert_eq!(revoke(&app, &format!("token={bob}")).await.status(), 200);
     assert_eq!(app.get_json("/revocations").await["cursor"], feed["cursor"]);
 
-    // Still stored until purged, then gone; the cursor never goes back.
+    // Still stored until purged, an hour after `until` (the largest skew a poller may
+    // ask for), then gone; the cursor never goes back.
     let stored = app.store.revocations_since(None, None, 0).await.unwrap();
     assert_eq!(stored.entries.len(), 2);
-    assert_eq!(app.store.purge_revocations(unix_now()).await.unwrap(), 2);
+    assert_eq!(app.store.purge_revocations(unix_now()).await.unwrap(), 0);
+    let an_hour_on = unix_now() + gatehouse_token::store::MAX_POLLER_SKEW;
+    assert_eq!(app.store.purge_revocations(an_hour_on).await.unwrap(), 2);
     let stored = app.store.revocations_since(None, None, 0).await.unwrap();
     assert!(stored.entries.is_empty());
     assert_eq!(json!(stored.cursor), feed["cursor"]);
@@ -648,8 +675,9 @@ async fn entries_expire_from_the_feed_and_are_purged() {
 async fn the_purger_runs_in_the_background_until_stopped() {
     let app = demo_app(Options::default()).await;
     let now = unix_now();
-    app.store.revoke_jti("long-gone", now - 10).await.unwrap();
-    app.store.revoke_jti("alive", now + 600).await.unwrap();
+    let skew = gatehouse_token::store::MAX_POLLER_SKEW;
+    app.store.revoke_jti("long-gone", now - skew - 10).await.unwrap();
+    app.store.revoke_jti("alive", now - skew + 600).await.unwrap();
     let purger = gatehouse_token::housekeeping::spawn_purger(app.store.clone(), Duration::from_millis(50));
     let mut left = usize::MAX;
     for _ in 0..1000 {

@@ -40,6 +40,16 @@ impl Db {
     }
 
     /// The cases replay fixed times: the store's own clock is left out of them.
+    /// A connection of our own, beside the stores (to play what no API does).
+    async fn raw(&self) -> sqlx::AnyConnection {
+        use sqlx::Connection;
+        let url = match &self.location {
+            Location::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Location::Postgres(url) => url.clone(),
+        };
+        sqlx::AnyConnection::connect(&url).await.unwrap()
+    }
+
     async fn open(&self) -> Store {
         Store::open(&self.location).await.unwrap().with_clock(|| 0)
     }
@@ -79,6 +89,9 @@ on_both_databases!(
     two_replicas_starting_together_make_one_signing_key,
     a_rotation_on_one_replica_is_served_by_the_other,
     migrations_are_idempotent_and_reopening_keeps_everything,
+    one_user_cannot_grow_the_revocation_set_past_a_bound,
+    feed_pages_add_up_to_the_whole_set,
+    a_restored_backup_never_hides_new_entries_from_a_poller,
 );
 
 fn new_user<'a>(name: &'a str, roles: &'a [String]) -> NewUser<'a> {
@@ -360,8 +373,13 @@ async fn revocation_entries_only_widen(db: Db) {
             }
         ]
     );
-    assert_eq!(page.cursor, 4, "every change took a number");
-    assert_eq!(store.purge_revocations(501).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .purge_revocations(501 + gatehouse_token::store::MAX_POLLER_SKEW)
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 async fn failures_counted_by_two_replicas_all_count(db: Db) {
@@ -585,4 +603,143 @@ async fn postgres_log_out_everywhere_during_a_rotation_revokes_its_successor() {
         })
     })
     .await;
+}
+
+async fn one_user_cannot_grow_the_revocation_set_past_a_bound(db: Db) {
+    use gatehouse_token::store::{RecordedAs, RevokedToken, MAX_TOKEN_ENTRIES_PER_SUBJECT};
+    let store = db.open().await;
+    let now = 1_000_000;
+    // mallory revokes 100 of her own access tokens, as refresh + /revoke in a loop would.
+    let mut as_subject = 0;
+    for i in 0..100 {
+        let jti = format!("m{i}");
+        let token = RevokedToken {
+            jti: &jti,
+            sub: "mallory",
+            iat: now + i,
+            exp: now + i + 1800,
+        };
+        if store.revoke_token(&token, now + i).await.unwrap() == RecordedAs::Subject {
+            as_subject += 1;
+        }
+    }
+    // Another user's own revocations are untouched by hers.
+    let token = RevokedToken {
+        jti: "b1",
+        sub: "bob",
+        iat: now,
+        exp: now + 1800,
+    };
+    assert_eq!(store.revoke_token(&token, now).await.unwrap(), RecordedAs::Token);
+
+    let page = store.revocations_since(None, None, now).await.unwrap();
+    let jtis = page
+        .entries
+        .iter()
+        .filter(|e| matches!(e, Revoked::Token { .. }))
+        .count();
+    assert_eq!(jtis as i64, MAX_TOKEN_ENTRIES_PER_SUBJECT + 1, "{page:?}");
+    assert_eq!(as_subject, 100 - MAX_TOKEN_ENTRIES_PER_SUBJECT);
+    // Her subject entry covers every token she revoked past the bound, and the ones
+    // before them: the last had iat now + 99.
+    let subjects: Vec<_> = page
+        .entries
+        .iter()
+        .filter(|e| matches!(e, Revoked::Subject { .. }))
+        .collect();
+    assert_eq!(
+        subjects,
+        [&Revoked::Subject {
+            sub: "mallory".into(),
+            iat_before: now + 100,
+            until: now + 99 + 1800
+        }]
+    );
+    // Her jti entries count only while alive: once they have expired she has room again.
+    let later = now + 99 + 1801;
+    let token = RevokedToken {
+        jti: "m-late",
+        sub: "mallory",
+        iat: later,
+        exp: later + 1800,
+    };
+    assert_eq!(
+        store.revoke_token(&token, later).await.unwrap(),
+        RecordedAs::Token
+    );
+}
+
+async fn feed_pages_add_up_to_the_whole_set(db: Db) {
+    let store = db.open().await;
+    for i in 0..25 {
+        store.revoke_jti(&format!("j{i:02}"), 10_000).await.unwrap();
+    }
+    let head = store.revocations_since(None, None, 0).await.unwrap();
+    assert!(!head.more && head.entries.len() == 25);
+
+    let first = store.feed_page(None, None, 0, 10).await.unwrap();
+    assert!(first.reset && first.more && first.entries.len() == 10);
+    assert!(first.cursor < head.cursor);
+    let (mut cursor, mut entries, mut pages) = (first.cursor, first.entries, 1);
+    loop {
+        let page = store
+            .feed_page(Some(cursor), Some(&first.feed), 0, 10)
+            .await
+            .unwrap();
+        assert!(!page.reset, "a continuation is no reset");
+        pages += 1;
+        entries.extend(page.entries);
+        cursor = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(cursor, head.cursor, "the last page ends at the head");
+    assert_eq!(entries, head.entries, "every entry once, in order");
+    // A page that is exactly full says so only if something follows.
+    let exact = store.feed_page(None, None, 0, 25).await.unwrap();
+    assert!(!exact.more && exact.cursor == head.cursor);
+}
+
+async fn a_restored_backup_never_hides_new_entries_from_a_poller(db: Db) {
+    use sqlx::{Executor, Row};
+    let store = db.open().await;
+    store.revoke_jti("before-backup", 10_000).await.unwrap();
+    let backup = store.revocations_since(None, None, 0).await.unwrap();
+    // After the backup: one more entry, which a poller reads.
+    store.revoke_jti("lost-by-the-restore", 10_000).await.unwrap();
+    let poller = store.revocations_since(None, None, 0).await.unwrap();
+    assert!(poller.cursor > backup.cursor);
+
+    // The database is restored from the backup: the later entry is gone and the
+    // feed's counter is back where it was (its id never changed).
+    let mut raw = db.raw().await;
+    raw.execute("DELETE FROM revocations WHERE value = 'lost-by-the-restore'")
+        .await
+        .unwrap();
+    sqlx::query("UPDATE revocation_feed SET seq = $1")
+        .bind(i64::try_from(backup.cursor).unwrap())
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT seq FROM revocation_feed")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>("seq"), i64::try_from(backup.cursor).unwrap());
+
+    // A revocation after the restore must reach the poller that kept its cursor.
+    store.revoke_jti("after-restore", 10_000).await.unwrap();
+    let next = store
+        .revocations_since(Some(poller.cursor), Some(&poller.feed), 0)
+        .await
+        .unwrap();
+    assert!(
+        next.entries.contains(&Revoked::Token {
+            jti: "after-restore".into(),
+            until: 10_000
+        }),
+        "the poller skipped a revocation made after the restore: {next:?}"
+    );
 }
