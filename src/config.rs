@@ -13,6 +13,7 @@ use crate::hs256::Hs256Key;
 use crate::keys::{parse_jwks, AsymAlg, KeySet};
 use crate::path::{canonical_method, canonical_path};
 use crate::policy::{PathPattern, Requirement, Routes, Rule, Segment};
+use crate::revocation::BeforeFirstPoll;
 
 /// The signature algorithms Gatehouse can verify. The configuration must name the
 /// ones it accepts; the token's `alg` is only ever compared with that list.
@@ -67,6 +68,16 @@ struct RawRevocation {
     max_stale_seconds: Option<u32>,
     #[serde(default = "defaults::revocation_max_entries")]
     max_entries: u32,
+    #[serde(default)]
+    before_first_poll: RawBeforeFirstPoll,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawBeforeFirstPoll {
+    #[default]
+    Refuse,
+    Allow,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +250,7 @@ pub struct RevocationFeed {
     /// serving with the last set.
     pub max_stale_seconds: Option<i64>,
     pub max_entries: usize,
+    pub before_first_poll: BeforeFirstPoll,
 }
 
 /// A JWKS behind an Envoy cluster.
@@ -412,6 +424,10 @@ fn compile_revocation(r: &RawRevocation) -> Result<RevocationFeed, ConfigError> 
         timeout_ms: u64::from(r.timeout_ms),
         max_stale_seconds: r.max_stale_seconds.map(i64::from),
         max_entries: usize::try_from(r.max_entries).unwrap_or(usize::MAX),
+        before_first_poll: match r.before_first_poll {
+            RawBeforeFirstPoll::Refuse => BeforeFirstPoll::Refuse,
+            RawBeforeFirstPoll::Allow => BeforeFirstPoll::Allow,
+        },
     })
 }
 
@@ -848,10 +864,11 @@ mod tests {
                 timeout_ms: 2000,
                 max_stale_seconds: None,
                 max_entries: 100_000,
+                before_first_poll: BeforeFirstPoll::Refuse,
             })
         );
         let p = compile_str(&revocation(
-            r#"{"cluster":"t","path":"/feed","authority":"auth.internal","poll_seconds":5,"max_stale_seconds":10}"#,
+            r#"{"cluster":"t","path":"/feed","authority":"auth.internal","poll_seconds":5,"max_stale_seconds":10,"before_first_poll":"allow"}"#,
         ))
         .unwrap();
         let r = p.revocation.unwrap();
@@ -860,6 +877,7 @@ mod tests {
             ("/feed", "auth.internal")
         );
         assert_eq!((r.poll_seconds, r.max_stale_seconds), (5, Some(10)));
+        assert_eq!(r.before_first_poll, BeforeFirstPoll::Allow);
     }
 
     #[test]

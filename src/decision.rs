@@ -11,7 +11,7 @@ use crate::config::Policy;
 use crate::keys::KeySet;
 use crate::path::canonical_path;
 use crate::policy::{is_method_override_header, request_methods, Requirement};
-use crate::revocation::Revocations;
+use crate::revocation::{Revocations, Unusable};
 use crate::token::{verify, VerifiedToken};
 
 /// Why a request was refused.
@@ -45,6 +45,8 @@ pub enum Reason {
     Revoked,
     /// Revocation is bounded and the set is older than the bound: 503.
     RevocationStale,
+    /// No revocation set was loaded yet (and the configuration says to wait): 503.
+    RevocationUnloaded,
 }
 
 /// What happened to a request, one counter each.
@@ -56,7 +58,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 26] = [
+    pub const ALL: [Outcome; 27] = [
         Outcome::AllowedPublic,
         Outcome::Allowed,
         Outcome::Denied(Reason::MissingToken),
@@ -83,6 +85,7 @@ impl Outcome {
         Outcome::Denied(Reason::Closed),
         Outcome::Denied(Reason::Revoked),
         Outcome::Denied(Reason::RevocationStale),
+        Outcome::Denied(Reason::RevocationUnloaded),
     ];
 
     /// Position in [`Outcome::ALL`].
@@ -121,7 +124,7 @@ impl Reason {
             AuthorizationRepeated | AuthorizationMalformed | BadMethod | AmbiguousPath => {
                 (400, "invalid_request")
             }
-            NoKeys | RevocationStale => (503, "temporarily_unavailable"),
+            NoKeys | RevocationStale | RevocationUnloaded => (503, "temporarily_unavailable"),
             TokenTooLarge | Malformed | UnknownKey | HeaderRefused | Algorithm | Signature | Expired
             | NotYetValid | IssuedInFuture | Lifetime | Issuer | Audience | Claims | Unforwardable
             | Revoked => (401, "invalid_token"),
@@ -158,6 +161,7 @@ impl Reason {
             Closed => "this route is closed",
             Revoked => "the token has been revoked",
             RevocationStale => "the revocation list is out of date",
+            RevocationUnloaded => "the revocation list is not loaded yet",
         }
     }
 
@@ -188,6 +192,7 @@ impl Reason {
             Closed => "gatehouse.denied.closed",
             Revoked => "gatehouse.denied.revoked",
             RevocationStale => "gatehouse.denied.revocation_stale",
+            RevocationUnloaded => "gatehouse.denied.revocation_unloaded",
         }
     }
 
@@ -197,7 +202,7 @@ impl Reason {
         let (status, error) = self.status_and_error();
         let description = self.description();
         let www_authenticate = match self {
-            Reason::Closed | Reason::NoKeys | Reason::RevocationStale => None,
+            Reason::Closed | Reason::NoKeys | Reason::RevocationStale | Reason::RevocationUnloaded => None,
             // RFC 6750 §3.1: no error code when no credentials were presented.
             Reason::MissingToken => Some(challenge.to_string()),
             Reason::Forbidden if !scope.is_empty() => Some(format!(
@@ -213,7 +218,11 @@ impl Reason {
             reason: self,
             status,
             www_authenticate,
-            retry_after: matches!(self, Reason::NoKeys | Reason::RevocationStale).then_some(5),
+            retry_after: matches!(
+                self,
+                Reason::NoKeys | Reason::RevocationStale | Reason::RevocationUnloaded
+            )
+            .then_some(5),
             body,
         }
     }
@@ -319,11 +328,13 @@ pub fn decide<'a>(
     };
     // After the cache: a token verified a minute ago may have been revoked since.
     if let Some(revocations) = &runtime.revocations {
-        if revocations.stale(now) {
-            return deny(Reason::RevocationStale);
+        match revocations.unusable(now) {
+            Some(Unusable::Stale) => return deny(Reason::RevocationStale),
+            Some(Unusable::NotLoaded) => return deny(Reason::RevocationUnloaded),
+            None => {}
         }
         if revocations
-            .set
+            .set()
             .revokes(&verified.subject, verified.issued_at, verified.token_id())
         {
             return deny(Reason::Revoked);
@@ -1006,10 +1017,10 @@ mod tests {
 
     #[test]
     fn revoked_tokens_are_refused_from_the_cache_too() {
-        use crate::revocation::{RevocationSet, Revocations};
+        use crate::revocation::{BeforeFirstPoll, RevocationSet, Revocations};
         let policy = demo_policy();
         let mut runtime = Runtime::new(Rc::default(), 16);
-        let mut revocations = Revocations::new(NOW - 100, None);
+        let mut revocations = Revocations::new(NOW - 100, None, BeforeFirstPoll::Allow);
         runtime.revocations = Some(revocations.clone());
         let bob_old = token_with(json!({"sub": "bob", "roles": ["user"], "iat": NOW - 10, "jti": "b1"}));
         let bob_new = token_with(json!({"sub": "bob", "roles": ["user"], "iat": NOW, "jti": "b2"}));
@@ -1034,7 +1045,7 @@ mod tests {
             NOW + 600,
             NOW + 600
         );
-        revocations.set = RevocationSet::default().apply(page.as_bytes(), NOW, 10).unwrap();
+        revocations.replica.set = RevocationSet::default().apply(page.as_bytes(), NOW, 10).unwrap();
         runtime.revocations = Some(revocations.clone());
         let cases = [
             (&bob_old, "/users/me", Outcome::Denied(Reason::Revoked)),
@@ -1061,8 +1072,17 @@ mod tests {
             Outcome::AllowedPublic
         );
 
+        // Before any poll, by default, tokens get 503: the set is not known yet.
+        runtime.revocations = Some(Revocations::new(NOW, None, BeforeFirstPoll::Refuse));
+        let d = run(&mut runtime, &alice, "/users/me").unwrap_err();
+        assert_eq!(
+            (d.reason, d.status, d.retry_after),
+            (Reason::RevocationUnloaded, 503, Some(5))
+        );
+        assert_eq!(d.www_authenticate, None);
+
         // Bounded staleness: once the set is too old, tokens get 503, not a guess.
-        runtime.revocations = Some(Revocations::new(NOW - 31, Some(30)));
+        runtime.revocations = Some(Revocations::new(NOW - 31, Some(30), BeforeFirstPoll::Allow));
         let d = run(&mut runtime, &alice, "/users/me").unwrap_err();
         assert_eq!(
             (d.reason, d.status, d.retry_after),
@@ -1072,7 +1092,7 @@ mod tests {
             outcome(run(&mut runtime, &alice, "/healthz")),
             Outcome::AllowedPublic
         );
-        runtime.revocations = Some(Revocations::new(NOW - 30, Some(30)));
+        runtime.revocations = Some(Revocations::new(NOW - 30, Some(30), BeforeFirstPoll::Allow));
         assert_eq!(outcome(run(&mut runtime, &alice, "/users/me")), Outcome::Allowed);
     }
 

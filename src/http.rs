@@ -11,6 +11,7 @@ use proxy_wasm::types::{Action, MapType};
 
 use crate::decision::{decide, Decision, Denial, Reason};
 use crate::fetch;
+use crate::revocation_poll;
 use crate::root::Shared;
 
 type Headers = Vec<(String, Vec<u8>)>;
@@ -107,6 +108,7 @@ impl HttpContext for GatehouseHttp {
             return send(500, None, None, r#"{"error":"server_error"}"#);
         };
         let now = fetch::now();
+        adopt_first_revocations(&shared);
         let Some(decision) = decide_now(&shared, &headers, now) else {
             return send(500, None, None, r#"{"error":"server_error"}"#);
         };
@@ -124,6 +126,21 @@ impl HttpContext for GatehouseHttp {
             }
         }
         apply(&shared, decision, false)
+    }
+}
+
+/// Until this worker holds a revocation set, a request looks for the shared one
+/// itself rather than wait for the tick: the first good poll (on whichever thread)
+/// lets tokens through at once. One host call, and only until the set is loaded.
+fn adopt_first_revocations(shared: &Shared) {
+    let unloaded = shared
+        .runtime
+        .try_borrow()
+        .is_ok_and(|r| r.revocations.as_ref().is_some_and(|r| !r.loaded));
+    if unloaded {
+        if let (Some(feed), Some(keys)) = (&shared.policy.revocation, &shared.revocation_keys) {
+            revocation_poll::adopt_shared(shared, feed, keys);
+        }
     }
 }
 

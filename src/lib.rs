@@ -16,6 +16,7 @@ pub mod keys;
 pub mod path;
 pub mod policy;
 pub mod revocation;
+pub mod revocation_sync;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub revocation_poll_ok: u32,
     pub revocation_poll_failed: u32,
     pub revocation_updates: u32,
+    /// Token entries dropped to keep the set within `revocation.max_entries`.
+    pub revocation_dropped: u32,
     /// Per-outcome counts not yet sent, then cache hits and misses already sent.
     pending: RefCell<Vec<u64>>,
     sent_cache: RefCell<(u64, u64)>,
@@ -53,6 +55,7 @@ impl Metrics {
             revocation_poll_failed: define_metric(MetricType::Counter, "gatehouse.revocation.poll_failed")
                 .ok()?,
             revocation_updates: define_metric(MetricType::Counter, "gatehouse.revocation.updates").ok()?,
+            revocation_dropped: define_metric(MetricType::Counter, "gatehouse.revocation.dropped").ok()?,
             sent_cache: RefCell::new((0, 0)),
         })
     }
@@ -67,7 +70,12 @@ impl Metrics {
 
     /// Counts a rare event now.
     pub fn bump(&self, id: u32) {
-        let _ = increment_metric(id, 1);
+        self.add(id, 1);
+    }
+
+    /// Counts `n` of a rare event now.
+    pub fn add(&self, id: u32, n: usize) {
+        let _ = increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sends what was counted since the last flush. A failed send is kept for the next.

@@ -16,7 +16,8 @@ use crate::http::GatehouseHttp;
 use crate::jwks_sync::{due, SharedKeys};
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
-use crate::revocation_poll::{self, FeedKeys};
+use crate::revocation_poll::{sync_keys, Poller};
+use crate::revocation_sync::SyncKeys;
 
 /// What every HTTP context of this worker shares.
 pub struct Shared {
@@ -28,9 +29,7 @@ pub struct Shared {
     /// The CAS of the shared JWKS document this worker last installed.
     pub jwks_seen: RefCell<Option<u32>>,
     /// Shared-data keys of the revocation feed, if revocation is on.
-    pub revocation_keys: Option<FeedKeys>,
-    /// The CAS of the shared revocation set this worker last adopted.
-    pub revocation_seen: RefCell<Option<u32>>,
+    pub revocation_keys: Option<SyncKeys>,
 }
 
 #[derive(Default)]
@@ -38,8 +37,8 @@ pub struct GatehouseRoot {
     shared: Option<Rc<Shared>>,
     /// The callout of a scheduled JWKS fetch, while it runs.
     pending_fetch: Option<u32>,
-    /// The callout of a revocation poll, while it runs.
-    pending_poll: Option<u32>,
+    /// This worker's side of polling the revocation feed.
+    poller: Poller,
 }
 
 impl GatehouseRoot {
@@ -83,10 +82,7 @@ impl GatehouseRoot {
         let (Some(feed), Some(keys)) = (&shared.policy.revocation, &shared.revocation_keys) else {
             return;
         };
-        let fresh_at = revocation_poll::adopt_shared(&shared, feed, keys);
-        if self.pending_poll.is_none() {
-            self.pending_poll = revocation_poll::poll_if_due(&shared, feed, keys, fresh_at);
-        }
+        self.poller.tick(&shared, feed, keys);
     }
 }
 
@@ -96,10 +92,9 @@ impl Context for GatehouseRoot {
         if self.pending_fetch == Some(token_id) {
             self.pending_fetch = None;
             fetch::handle_response(shared, body_size);
-        } else if self.pending_poll == Some(token_id) {
-            self.pending_poll = None;
+        } else if self.poller.owns(token_id) {
             if let (Some(feed), Some(keys)) = (&shared.policy.revocation, &shared.revocation_keys) {
-                revocation_poll::handle_response(shared, feed, keys, body_size);
+                self.poller.on_response(shared, feed, keys, body_size);
             }
         }
     }
@@ -143,7 +138,7 @@ impl RootContext for GatehouseRoot {
         runtime.revocations = policy
             .revocation
             .as_ref()
-            .map(|feed| Revocations::new(fetch::now(), feed.max_stale_seconds));
+            .map(|feed| Revocations::new(fetch::now(), feed.max_stale_seconds, feed.before_first_poll));
         let runtime = RefCell::new(runtime);
         // Counters reach Envoy on this tick (metrics.rs) and a remote JWKS is checked as
         // often. With a revocation feed the tick is 100 ms: the worker that polled
@@ -159,7 +154,7 @@ impl RootContext for GatehouseRoot {
         self.set_tick_period(tick);
         self.flush();
         let jwks_keys = policy.jwks_remote.as_ref().map(SharedKeys::new);
-        let revocation_keys = policy.revocation.as_ref().map(FeedKeys::new);
+        let revocation_keys = policy.revocation.as_ref().map(sync_keys);
         self.shared = Some(Rc::new(Shared {
             policy,
             metrics,
@@ -167,10 +162,9 @@ impl RootContext for GatehouseRoot {
             jwks_keys,
             jwks_seen: RefCell::new(None),
             revocation_keys,
-            revocation_seen: RefCell::new(None),
         }));
         self.pending_fetch = None;
-        self.pending_poll = None;
+        self.poller = Poller::default();
         true
     }
 

@@ -331,7 +331,8 @@ fn disable_and_revoke_from_the_cli_reach_the_feed() {
     let (status, body) = get(&addr, "/revocations");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let feed: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(feed["cursor"], 2, "{feed}");
+    let cursor = feed["cursor"].as_u64().unwrap();
+    assert!(cursor > 0, "{feed}");
     let entries = feed["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "enabling bob kept his entry: {feed}");
     let within = |v: &serde_json::Value, lo: i64, hi: i64| (lo..=hi).contains(&v.as_i64().unwrap());
@@ -361,7 +362,10 @@ fn disable_and_revoke_from_the_cli_reach_the_feed() {
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
     let (_, body) = get(&addr, "/revocations");
     let feed: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(feed["cursor"], 3, "the disable is a new change: {feed}");
+    assert!(
+        feed["cursor"].as_u64().unwrap() > cursor,
+        "the disable is a new change: {feed}"
+    );
     drop(child);
 }
 

@@ -211,7 +211,11 @@ async fn two_replicas_on_postgres_act_as_one_service() {
     let envoy = Envoy::launch(&envoy_yaml(&[a.addr, b.addr], api.addr), None, None)
         .unwrap_or_else(|f| panic!("Envoy did not start: {f:?}"));
     let edge = format!("http://127.0.0.1:{}", envoy.port);
-    envoy.counters_when(|c| c.get("gatehouse.jwks.fetch_ok").copied().unwrap_or(0) >= 1);
+    // Keys fetched and a first revocation poll: until then the filter refuses tokens.
+    envoy.counters_when(|c| {
+        c.get("gatehouse.jwks.fetch_ok").copied().unwrap_or(0) >= 1
+            && c.get("gatehouse.revocation.poll_ok").copied().unwrap_or(0) >= 1
+    });
 
     // A login on A, a refresh on B, the refreshed token accepted at the edge.
     let (status, login) = http.login(&base(a.addr), "alice", "alice-demo-pass").await;

@@ -17,9 +17,16 @@ use support::{Options, TestApp, ISSUER, SECRET};
 const POLL_SECONDS: u64 = 1;
 
 fn config(max_stale_seconds: Option<u64>) -> Value {
+    config_with(max_stale_seconds, None)
+}
+
+fn config_with(max_stale_seconds: Option<u64>, max_entries: Option<u64>) -> Value {
     let mut revocation = json!({"cluster": "c0", "poll_seconds": POLL_SECONDS, "timeout_ms": 500});
     if let Some(bound) = max_stale_seconds {
         revocation["max_stale_seconds"] = json!(bound);
+    }
+    if let Some(bound) = max_entries {
+        revocation["max_entries"] = json!(bound);
     }
     json!({
         "issuer": ISSUER, "audiences": ["api"], "algorithms": ["HS256"],
@@ -35,8 +42,16 @@ fn config(max_stale_seconds: Option<u64>) -> Value {
 }
 
 fn start_envoy(token_port: u16, api_port: u16, max_stale_seconds: Option<u64>) -> Envoy {
+    let envoy = start_envoy_with(token_port, api_port, &config(max_stale_seconds));
+    // Until its first good poll the filter refuses tokens (503): it cannot tell which
+    // are revoked.
+    eventually("a first good poll", || polls(&envoy) >= 1);
+    envoy
+}
+
+fn start_envoy_with(token_port: u16, api_port: u16, config: &Value) -> Envoy {
     Envoy::start_routes(
-        &config(max_stale_seconds),
+        config,
         Some(SECRET),
         &[
             ("/token", token_port),
@@ -157,14 +172,6 @@ async fn a_disabled_user_is_locked_out_at_the_edge_within_two_polls() {
     let propagation = tokio::task::spawn_blocking(move || {
         let envoy = start_envoy(token_port, api_port, None);
         let (alice, _) = access(&envoy, "alice");
-        eventually("a first good poll", || {
-            envoy
-                .counters()
-                .get("gatehouse.revocation.poll_ok")
-                .copied()
-                .unwrap_or(0)
-                >= 1
-        });
         let mut samples = Vec::new();
         for round in 0..6u64 {
             let (bob, bob_refresh) = access(&envoy, "bob");
@@ -311,4 +318,163 @@ async fn a_revoked_jti_is_refused_and_an_outage_keeps_the_last_set() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_started_while_the_feed_is_down_refuses_tokens_until_it_answers() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let api = Upstream::start();
+    let api_port = api.addr.port();
+    // Nothing listens on the token service's port yet.
+    let envoy = Arc::new(
+        tokio::task::spawn_blocking(move || start_envoy_with(addr.port(), api_port, &config(None)))
+            .await
+            .unwrap(),
+    );
+    let t = gatehouse_testkit::now();
+    let token = gatehouse_testkit::mint(
+        &json!({"iss": ISSUER, "aud": "api", "sub": "alice", "iat": t, "exp": t + 600, "jti": "a1"}),
+    );
+    let (e, tok) = (envoy.clone(), token.clone());
+    tokio::task::spawn_blocking(move || {
+        eventually("failed polls", || {
+            e.counters()
+                .get("gatehouse.revocation.poll_failed")
+                .copied()
+                .unwrap_or(0)
+                >= 2
+        });
+        // A valid token, but the filter cannot know whether it is revoked: 503, not a guess.
+        let r = me(&e, &tok);
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("retry-after"), Some("5"));
+        assert_eq!(
+            r.json()["error_description"],
+            "the revocation list is not loaded yet"
+        );
+        // Public routes are not concerned: the request goes on to the (absent) upstream.
+        let r = e.post_form("/token", "grant_type=password");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("upstream connect error"),
+            "{r:?}"
+        );
+    })
+    .await
+    .unwrap();
+
+    // The token service comes up: the first good poll lets valid tokens through.
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("users.db");
+    let _app = TestApp::spawn_at(Options::default(), &addr.to_string(), Some(&db)).await;
+    let e = envoy.clone();
+    tokio::task::spawn_blocking(move || {
+        eventually("the first good poll", || polls(&e) >= 1);
+        assert_eq!(me(&e, &token).status, 200);
+        let c = e.counters_when(|c| {
+            c.get("gatehouse.denied.revocation_unloaded")
+                .copied()
+                .unwrap_or(0)
+                >= 1
+        });
+        assert!(c["gatehouse.denied.revocation_unloaded"] >= 1, "{c:?}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_revoked_tokens_cannot_keep_a_disable_from_the_edge() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("users.db");
+    let app = TestApp::spawn_at(Options::default(), "127.0.0.1:0", Some(&db)).await;
+    for (user, roles) in [
+        ("alice", &["admin", "user"][..]),
+        ("bob", &["user"]),
+        ("mallory", &["user"]),
+        ("carol", &["user"]),
+    ] {
+        app.add_user(user, &format!("{user}-demo-pass"), roles, false)
+            .await;
+    }
+    let api = Upstream::start();
+    let (token_port, api_port) = (app.addr.port(), api.addr.port());
+    let store = app.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        // A small bound on the filter's set, so the flood below overflows it.
+        let envoy = start_envoy_with(token_port, api_port, &config_with(None, Some(20)));
+        eventually("a first good poll", || polls(&envoy) >= 1);
+        let (alice, _) = access(&envoy, "alice");
+        let (bob, _) = access(&envoy, "bob");
+
+        // mallory, a plain user, loops refresh + revoke through the edge, as fast as she
+        // can: every refresh mints an access token, every revoke asks for an entry.
+        let (_, mut refresh) = access(&envoy, "mallory");
+        let mut last = String::new();
+        for _ in 0..150 {
+            let r = envoy.post_form(
+                "/token",
+                &format!("grant_type=refresh_token&refresh_token={refresh}"),
+            );
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let body = r.json();
+            refresh = body["refresh_token"].as_str().unwrap().to_string();
+            last = body["access_token"].as_str().unwrap().to_string();
+            assert_eq!(envoy.post_form("/revoke", &format!("token={last}")).status, 200);
+        }
+        // carol revokes 12 tokens of hers: with mallory's, more token entries than the
+        // filter holds.
+        let (_, mut refresh) = access(&envoy, "carol");
+        for _ in 0..12 {
+            let body = envoy
+                .post_form(
+                    "/token",
+                    &format!("grant_type=refresh_token&refresh_token={refresh}"),
+                )
+                .json();
+            refresh = body["refresh_token"].as_str().unwrap().to_string();
+            let token = body["access_token"].as_str().unwrap();
+            assert_eq!(envoy.post_form("/revoke", &format!("token={token}")).status, 200);
+        }
+        let failed_before = envoy.counters()["gatehouse.revocation.poll_failed"];
+
+        // Then an admin disables bob: refused by the second poll after it, as always.
+        assert_eq!(me(&envoy, &bob).status, 200);
+        let r = admin(&envoy, &alice, "/admin/users/bob/disable");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let (since, polled) = (Instant::now(), polls(&envoy));
+        let took = refused_within_polls(&envoy, &bob, since, polled, 2);
+        // mallory's last token is refused (her subject entry covers it); alice still passes.
+        assert_eq!(me(&envoy, &last).status, 401);
+        assert_eq!(me(&envoy, &alice).status, 200);
+        let c = envoy.counters_when(|c| c.get("gatehouse.revocation.dropped").copied().unwrap_or(0) >= 1);
+        assert!(
+            c["gatehouse.revocation.dropped"] >= 1,
+            "the bound was reached: {c:?}"
+        );
+        assert_eq!(
+            c["gatehouse.revocation.poll_failed"], failed_before,
+            "no page was refused: {c:?}"
+        );
+        took
+    })
+    .await
+    .unwrap();
+    // The service held mallory to her bound: 16 token entries and one subject entry.
+    let page = store
+        .revocations_since(None, None, gatehouse_token::app::unix_now())
+        .await
+        .unwrap();
+    let entries = serde_json::to_value(&page.entries).unwrap();
+    let subjects: Vec<_> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["sub"].is_string())
+        .collect();
+    assert!(subjects.iter().any(|e| e["sub"] == "mallory") && subjects.iter().any(|e| e["sub"] == "bob"));
+    assert!(page.entries.len() <= 2 * 16 + 2, "{} entries", page.entries.len());
+    println!("a disable through a flood of 162 revocations: refused after {outcome:?}");
 }
