@@ -610,6 +610,20 @@ fn compile_path(pattern: &str, field: &str, is_prefix: bool) -> Result<PathPatte
             format!("`{pattern}` is not canonical; write `{canonical}`"),
         ));
     }
+    // In canonical form only a space and bytes beyond ASCII are still escaped.
+    let non_ascii = pattern
+        .match_indices('%')
+        .any(|(i, _)| pattern.get(i + 1..i + 2).is_some_and(|h| "89ABCDEF".contains(h)));
+    if non_ascii {
+        return Err(err(
+            field,
+            format!(
+                "`{pattern}` names characters beyond ASCII: case-insensitive routers (ASP.NET Core) fold \
+                 their case (`%C3%89` is `%C3%A9` to them) and the filter folds only ASCII, so the rule \
+                 would miss the other spellings; cover such paths with a prefix or a `{{placeholder}}`"
+            ),
+        ));
+    }
     let trimmed = match pattern.strip_suffix('/') {
         Some(t) if !t.is_empty() => t,
         _ => pattern,
@@ -957,6 +971,9 @@ mod tests {
             (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a%2fb\",\"require\":\"public\"}]}"), "rules[0].path"),
             (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/%61\",\"require\":\"public\"}]}"), "rules[0].path"),
             (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a?b\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/odata/%24batch\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/caf%C3%A9\",\"require\":\"public\"}]}"), "rules[0].path"),
+            (&MINIMAL.replace("}}", "},\"rules\":[{\"prefix\":\"/%E2%82%AC\",\"require\":\"public\"}]}"), "rules[0].prefix"),
             (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a/\",\"require\":\"public\"}]}"), "rules[0].path"),
             (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a/{id\",\"require\":\"public\"}]}"), "rules[0].path"),
             (&MINIMAL.replace("}}", "},\"rules\":[{\"path\":\"/a/{}\",\"require\":\"public\"}]}"), "rules[0].path"),

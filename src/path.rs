@@ -1,11 +1,14 @@
 //! Canonical forms of the request path and method, before any rule is matched.
 //!
 //! Envoy and the upstream may each read a path differently; a filter that guesses
-//! wrong is a policy bypass. So only one safe transformation is made (decoding
-//! percent-encoded unreserved characters, as RFC 3986 §6.2.2.2 allows), and anything
-//! whose meaning depends on who reads it is refused: encoded slashes, dots, backslashes
-//! or percent signs, NUL and other control bytes, `;` parameters, dot segments,
-//! empty segments, and a path that does not start with `/`.
+//! wrong is a policy bypass. So one transformation is made, the one every router makes
+//! before it routes: an escape of a character the filter also accepts raw is decoded
+//! (`%75` is `u`, and `%3A`, `%24`, `%40` are `:`, `$`, `@`, as Starlette, Go's
+//! net/http and Spring read them: `POST /jobs%3Apurge` is `POST /jobs:purge`).
+//! Anything whose meaning depends on who reads it is refused: encoded slashes, dots,
+//! backslashes, percent signs, `;`, `?` or `#`, NUL and other control bytes, `;`
+//! parameters, dot segments, empty segments, and a path that does not start with `/`.
+//! What stays escaped is a space and bytes beyond ASCII, in upper case.
 
 /// Why a path or method could not be put in canonical form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +30,7 @@ pub enum Ambiguity {
 const FOLDS_TO_ASCII: [&str; 4] = ["%C5%BF", "%E2%84%AA", "%C4%B0", "%C4%B1"];
 
 /// The path of `:path` without its query, in canonical form: it starts with `/`,
-/// percent-encoded unreserved characters are decoded, other escapes are upper-case.
+/// escapes of visible ASCII are decoded, the others (space, non-ASCII) upper-case.
 /// The case of letters and a trailing slash are kept; matching looks at both readings.
 pub fn canonical_path(raw: &[u8]) -> Result<String, Ambiguity> {
     let end = raw.iter().position(|&b| b == b'?').unwrap_or(raw.len());
@@ -46,13 +49,14 @@ pub fn canonical_path(raw: &[u8]) -> Result<String, Ambiguity> {
                     return Err(Ambiguity::BadEscape);
                 };
                 let decoded = hi << 4 | lo;
-                if is_unreserved(decoded) {
-                    out.push(char::from(decoded));
-                } else if matches!(decoded, b'/' | b'\\' | b'.' | b'%' | b';' | b'?' | b'#')
+                if matches!(decoded, b'/' | b'\\' | b'.' | b'%' | b';' | b'?' | b'#')
                     || decoded < 0x20
                     || decoded == 0x7f
                 {
                     return Err(Ambiguity::EncodedDelimiter);
+                } else if (0x21..=0x7e).contains(&decoded) {
+                    // Accepted raw too: every reader decodes it to the same character.
+                    out.push(char::from(decoded));
                 } else {
                     out.push('%');
                     out.push(char::from(HEX_UPPER[usize::from(hi)]));
@@ -107,10 +111,6 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-/// RFC 3986 unreserved characters, except `.` (an encoded dot may form a dot segment).
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~')
-}
 
 #[cfg(test)]
 mod tests {
@@ -126,7 +126,13 @@ mod tests {
             ("/Users/ME", "/Users/ME"),
             ("/%75sers/%4D%65", "/users/Me"),
             ("/a%20b", "/a%20b"),
-            ("/a%2cb", "/a%2Cb"),
+            ("/a%2cb", "/a,b"),
+            ("/jobs%3Apurge", "/jobs:purge"),
+            ("/odata/%24batch", "/odata/$batch"),
+            ("/%40admin/x", "/@admin/x"),
+            ("/%21%24%26%27%28%29%2A%2B%2C%3D%3A%40", "/!$&'()*+,=:@"),
+            ("/%22%3C%3E%5B%5D%5E%60%7B%7C%7D", "/\"<>[]^`{|}"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
             ("/files/a.txt", "/files/a.txt"),
             ("/files/..a", "/files/..a"),
             ("/x?", "/x"),

@@ -118,13 +118,10 @@ impl Routes {
 
     /// The rules (or `no_match`) of every reading of the request, each once.
     pub fn lookup<'r>(&'r self, path: &str, methods: &[String]) -> Vec<Matched<'r>> {
-        let trimmed = match path.strip_suffix('/') {
-            Some(t) if !t.is_empty() => Some(t),
-            _ => None,
-        };
+        let paths = path_readings(path);
         let mut found: Vec<Option<usize>> = Vec::with_capacity(2);
         for method in methods {
-            for p in std::iter::once(path).chain(trimmed) {
+            for p in &paths {
                 for fold_case in [false, true] {
                     let hit = self.rules.iter().position(|r| r.matches(p, method, fold_case));
                     if !found.contains(&hit) {
@@ -149,6 +146,45 @@ impl Routes {
             })
             .collect()
     }
+}
+
+/// Every path an upstream might route `path` (canonical) to: itself; without a
+/// trailing slash; and, when its last segment has them, without trailing dots and
+/// spaces (IIS drops them: `/admin/report.` and `/admin/report%20` are
+/// `/admin/report`) and without a format suffix (Rails routes `(.:format)` by
+/// default, Spring MVC before 5.3 matched `.*`: `/admin/report.json` is
+/// `/admin/report`), cut at the first dot and at the last. Most paths have one or two.
+pub fn path_readings(path: &str) -> Vec<&str> {
+    // Every reading is a prefix of the path: kept as lengths.
+    let mut lengths: Vec<usize> = vec![path.len()];
+    let mut add = |len: usize| {
+        if len > 0 && !lengths.contains(&len) {
+            lengths.push(len);
+        }
+    };
+    let trimmed = match path.strip_suffix('/') {
+        Some(t) if !t.is_empty() => t,
+        _ => path,
+    };
+    add(trimmed.len());
+    let segment_start = trimmed.rfind('/').map_or(0, |i| i + 1);
+    let mut bare = trimmed;
+    loop {
+        let shorter = bare.strip_suffix('.').or_else(|| bare.strip_suffix("%20"));
+        match shorter {
+            Some(s) if s.len() > segment_start => bare = s,
+            _ => break,
+        }
+    }
+    add(bare.len());
+    let last = bare.get(segment_start..).unwrap_or("");
+    for dot in [last.find('.'), last.rfind('.')].into_iter().flatten() {
+        // A stem of dots alone (`..x`) or nothing (`.well-known`) is no resource name.
+        if last.get(..dot).is_some_and(|stem| stem.bytes().any(|b| b != b'.')) {
+            add(segment_start + dot);
+        }
+    }
+    lengths.into_iter().filter_map(|len| path.get(..len)).collect()
 }
 
 impl Rule {
@@ -244,20 +280,38 @@ fn query_params<'p>(raw_path: &'p [u8], name: &'p str) -> impl Iterator<Item = &
         .position(|&b| b == b'?')
         .and_then(|i| raw_path.get(i + 1..))
         .unwrap_or(&[]);
-    query.split(|&b| b == b'&').filter_map(move |pair| {
+    form_params(query, name)
+}
+
+/// Raw values of the form field `name` in `application/x-www-form-urlencoded` text
+/// (a query or a body), its name read as frameworks read one.
+pub fn form_params<'p>(form: &'p [u8], name: &'p str) -> impl Iterator<Item = &'p [u8]> {
+    // `;` separates too: Rack before 3 and old Python split on both.
+    form.split(|&b| b == b'&' || b == b';').filter_map(move |pair| {
         let mut kv = pair.splitn(2, |&b| b == b'=');
         let key = kv.next()?;
-        // Decoded, and as PHP reads a name (`.`, ` ` and `[` become `_`).
-        let php = |b: u8| if matches!(b, b'.' | b' ' | b'[') { b'_' } else { b };
-        let same = |k: &[u8]| {
-            k.len() == name.len()
-                && k.iter()
-                    .zip(name.bytes())
-                    .all(|(&a, b)| php(a).eq_ignore_ascii_case(&b))
-        };
-        let named = percent_decode(key).map_or_else(|| same(key), |k| same(&k));
-        named.then(|| kv.next().unwrap_or(&[]))
+        let decoded = percent_decode(key).unwrap_or_else(|| key.to_vec());
+        field_named(&decoded, name).then(|| kv.next().unwrap_or(&[]))
     })
+}
+
+/// Whether a decoded field name is `name` as some framework reads it: cut at the
+/// first NUL, `.`, ` ` and `[` as `_` (PHP, hence Laravel and Symfony), with leading
+/// spaces skipped (PHP) or not (as `_`); compared case-insensitively. Both readings
+/// count: the filter must not be the weaker parser.
+pub fn field_named(decoded: &[u8], name: &str) -> bool {
+    let end = decoded.iter().position(|&b| b == 0).unwrap_or(decoded.len());
+    let whole = decoded.get(..end).unwrap_or(&[]);
+    let start = whole.iter().position(|&b| b != b' ').unwrap_or(whole.len());
+    let php = |b: u8| if matches!(b, b'.' | b' ' | b'[') { b'_' } else { b };
+    let same = |key: &[u8]| {
+        key.len() == name.len()
+            && key
+                .iter()
+                .zip(name.bytes())
+                .all(|(&a, b)| php(a).eq_ignore_ascii_case(&b))
+    };
+    same(whole) || whole.get(start..).is_some_and(same)
 }
 
 #[cfg(test)]
@@ -374,6 +428,14 @@ mod tests {
             b"/x?%2Emethod=DELETE",
             b"/x?+method=DELETE",
             b"/x?[method=DELETE",
+            // Leading spaces skipped and the name cut at NUL, as PHP reads it.
+            b"/x?+_method=DELETE",
+            b"/x?%20_method=DELETE",
+            b"/x?++_method=DELETE",
+            b"/x?_method%00=DELETE",
+            b"/x?_method%00junk=DELETE",
+            // `;` as a separator (Rack before 3).
+            b"/x?a=1;_method=DELETE",
         ] {
             let methods = request_methods(b"POST", query, std::iter::empty()).unwrap();
             assert_eq!(methods, ["POST", "DELETE"], "{}", String::from_utf8_lossy(query));
@@ -406,6 +468,42 @@ mod tests {
             None
         );
         assert_eq!(request_methods(b"G T", b"/x", std::iter::empty()), None);
+    }
+
+    #[test]
+    fn format_suffixes_and_trailing_dots_and_spaces_are_readings_too() {
+        let cases: &[(&str, &[&str])] = &[
+            ("/users/me", &["/users/me"]),
+            ("/users/me/", &["/users/me/", "/users/me"]),
+            ("/internal.json", &["/internal.json", "/internal"]),
+            ("/admin/report.json", &["/admin/report.json", "/admin/report"]),
+            ("/admin/report.tar.gz", &["/admin/report.tar.gz", "/admin/report", "/admin/report.tar"]),
+            ("/admin/report.", &["/admin/report.", "/admin/report"]),
+            ("/admin/report%20", &["/admin/report%20", "/admin/report"]),
+            ("/admin/report.%20.", &["/admin/report.%20.", "/admin/report"]),
+            ("/admin/report.json/", &["/admin/report.json/", "/admin/report.json", "/admin/report"]),
+            ("/.well-known", &["/.well-known"]),
+            ("/.well-known/jwks.json", &["/.well-known/jwks.json", "/.well-known/jwks"]),
+            ("/files/..a", &["/files/..a"]),
+            ("/a.b/c", &["/a.b/c"]),
+            ("/", &["/"]),
+        ];
+        for (path, want) in cases {
+            assert_eq!(&path_readings(path), want, "{path}");
+        }
+        let routes = demo_routes();
+        for (method, path, want) in [
+            ("GET", "/internal.json", &[Authenticated, Deny][..]),
+            // `{id}` takes `4.json` too: one rule either way.
+            ("DELETE", "/users/4.json", &[admin()]),
+            ("DELETE", "/users/4.", &[admin()]),
+            ("DELETE", "/users/me.json", &[admin()]),
+            ("GET", "/users/me.json", &[Authenticated, Authenticated]),
+            ("GET", "/healthz.json", &[Authenticated, Public]),
+            ("GET", "/.well-known/jwks.json", &[Public]),
+        ] {
+            assert_eq!(&lookup(&routes, method, path), want, "{method} {path}");
+        }
     }
 
     #[test]
