@@ -38,6 +38,8 @@ struct RawConfig {
     max_token_lifetime_seconds: u32,
     #[serde(default = "defaults::max_token_bytes")]
     max_token_bytes: u32,
+    #[serde(default = "defaults::max_form_body_bytes")]
+    max_form_body_bytes: u32,
     #[serde(default = "defaults::roles_claim")]
     roles_claim: String,
     #[serde(default = "defaults::realm")]
@@ -181,6 +183,9 @@ mod defaults {
     pub fn max_token_bytes() -> u32 {
         8 * 1024
     }
+    pub fn max_form_body_bytes() -> u32 {
+        64 * 1024
+    }
     pub fn roles_claim() -> String {
         gatehouse_claims::ROLES_CLAIM.into()
     }
@@ -228,6 +233,8 @@ pub struct Policy {
     pub challenge: String,
     /// Verified tokens kept per worker; 0 switches the cache off.
     pub token_cache_entries: usize,
+    /// Largest form body read for a `_method` field (where one would change the rules).
+    pub max_form_body_bytes: usize,
     /// The public keys of an inline JWKS (empty without asymmetric algorithms, and
     /// until the first fetch with a remote one).
     pub inline_keys: std::rc::Rc<KeySet>,
@@ -343,6 +350,12 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
     if raw.max_token_bytes < 64 {
         return Err(err("max_token_bytes", "must be at least 64"));
     }
+    if !(1..=1024 * 1024).contains(&raw.max_form_body_bytes) {
+        return Err(err(
+            "max_form_body_bytes",
+            "must be between 1 and 1048576 (Envoy buffers at most 1 MiB of a request by default)",
+        ));
+    }
     if raw.roles_claim.is_empty() {
         return Err(err("roles_claim", "must not be empty"));
     }
@@ -383,6 +396,7 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
         forward,
         challenge: format!("Bearer realm=\"{}\"", raw.realm),
         token_cache_entries: usize::try_from(raw.token_cache.max_entries).unwrap_or(usize::MAX),
+        max_form_body_bytes: usize::try_from(raw.max_form_body_bytes).unwrap_or(usize::MAX),
         inline_keys: std::rc::Rc::new(inline_keys),
         jwks_remote,
         revocation,
@@ -996,6 +1010,9 @@ mod tests {
             (&revocation(r#"{"cluster":"t","timeout_ms":99}"#), "revocation.timeout_ms"),
             (&revocation(r#"{"cluster":"t","poll_seconds":5,"max_stale_seconds":9}"#), "revocation.max_stale_seconds"),
             (&revocation(r#"{"cluster":"t","max_entries":0}"#), "revocation.max_entries"),
+            (&revocation(r#"{"cluster":"t","before_first_poll":"wait"}"#), "revocation.before_first_poll"),
+            (&MINIMAL.replace("}}", "},\"max_form_body_bytes\":0}"), "max_form_body_bytes"),
+            (&MINIMAL.replace("}}", "},\"max_form_body_bytes\":2000000}"), "max_form_body_bytes"),
             (&revocation(r#"{"cluster":"t","on_stale":"deny"}"#), "revocation.on_stale"),
         ];
         for (json, field) in cases {

@@ -8,8 +8,9 @@ use std::rc::Rc;
 
 use crate::cache::TokenCache;
 use crate::config::Policy;
+use crate::form_override::{body_methods, form_kind};
 use crate::keys::KeySet;
-use crate::path::canonical_path;
+use crate::path::{canonical_method, canonical_path};
 use crate::policy::{is_method_override_header, request_methods, Requirement};
 use crate::revocation::{Revocations, Unusable};
 use crate::token::{verify, VerifiedToken};
@@ -47,6 +48,10 @@ pub enum Reason {
     RevocationStale,
     /// No revocation set was loaded yet (and the configuration says to wait): 503.
     RevocationUnloaded,
+    /// A form body that must be read for `_method` is larger than allowed: 413.
+    BodyTooLarge,
+    /// A form body that must be read for `_method` cannot be: 400.
+    UnreadableBody,
 }
 
 /// What happened to a request, one counter each.
@@ -58,7 +63,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 27] = [
+    pub const ALL: [Outcome; 29] = [
         Outcome::AllowedPublic,
         Outcome::Allowed,
         Outcome::Denied(Reason::MissingToken),
@@ -86,6 +91,8 @@ impl Outcome {
         Outcome::Denied(Reason::Revoked),
         Outcome::Denied(Reason::RevocationStale),
         Outcome::Denied(Reason::RevocationUnloaded),
+        Outcome::Denied(Reason::BodyTooLarge),
+        Outcome::Denied(Reason::UnreadableBody),
     ];
 
     /// Position in [`Outcome::ALL`].
@@ -121,9 +128,10 @@ impl Reason {
         use Reason::*;
         match self {
             MissingToken => (401, "unauthorized"),
-            AuthorizationRepeated | AuthorizationMalformed | BadMethod | AmbiguousPath => {
+            AuthorizationRepeated | AuthorizationMalformed | BadMethod | AmbiguousPath | UnreadableBody => {
                 (400, "invalid_request")
             }
+            BodyTooLarge => (413, "invalid_request"),
             NoKeys | RevocationStale | RevocationUnloaded => (503, "temporarily_unavailable"),
             TokenTooLarge | Malformed | UnknownKey | HeaderRefused | Algorithm | Signature | Expired
             | NotYetValid | IssuedInFuture | Lifetime | Issuer | Audience | Claims | Unforwardable
@@ -162,6 +170,8 @@ impl Reason {
             Revoked => "the token has been revoked",
             RevocationStale => "the revocation list is out of date",
             RevocationUnloaded => "the revocation list is not loaded yet",
+            BodyTooLarge => "the form body is too large to check for a method override",
+            UnreadableBody => "the form body cannot be read to check for a method override",
         }
     }
 
@@ -193,6 +203,8 @@ impl Reason {
             Revoked => "gatehouse.denied.revoked",
             RevocationStale => "gatehouse.denied.revocation_stale",
             RevocationUnloaded => "gatehouse.denied.revocation_unloaded",
+            BodyTooLarge => "gatehouse.denied.body_too_large",
+            UnreadableBody => "gatehouse.denied.unreadable_body",
         }
     }
 
@@ -202,7 +214,11 @@ impl Reason {
         let (status, error) = self.status_and_error();
         let description = self.description();
         let www_authenticate = match self {
-            Reason::Closed | Reason::NoKeys | Reason::RevocationStale | Reason::RevocationUnloaded => None,
+            Reason::Closed
+            | Reason::NoKeys
+            | Reason::RevocationStale
+            | Reason::RevocationUnloaded
+            | Reason::BodyTooLarge => None,
             // RFC 6750 §3.1: no error code when no credentials were presented.
             Reason::MissingToken => Some(challenge.to_string()),
             Reason::Forbidden if !scope.is_empty() => Some(format!(
@@ -253,6 +269,24 @@ impl Runtime {
     }
 }
 
+/// The request body, as far as the decision is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'b> {
+    /// There is none (the headers ended the request), or it is not looked at.
+    None,
+    /// It will come: the decision may ask for it ([`ReadBody`]).
+    Coming,
+    /// All of it.
+    Read(&'b [u8]),
+    /// More than `max_form_body_bytes` of it (the rest was not read).
+    TooLarge,
+}
+
+/// A form body may hold a `_method` that changes the rules: decide again with the
+/// body (at most `max_form_body_bytes` of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBody;
+
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision<'a> {
@@ -276,8 +310,9 @@ impl Decision<'_> {
     }
 }
 
-/// Decides one request. `headers` are all request headers, repeated names included;
-/// `now` is unix time in seconds.
+/// Decides one request from its headers (its body, if any, is not looked at).
+/// `headers` are all request headers, repeated names included; `now` is unix time in
+/// seconds.
 pub fn decide<'a>(
     policy: &'a Policy,
     runtime: &mut Runtime,
@@ -286,19 +321,76 @@ pub fn decide<'a>(
     headers: &'a [(String, Vec<u8>)],
     now: i64,
 ) -> Decision<'a> {
-    let deny = |reason: Reason| Decision::Deny(reason.denial(&policy.challenge, &[]));
+    match decide_with_body(policy, runtime, method, path, headers, Body::None, now) {
+        Ok(decision) => decision,
+        // Asked for only while a body is coming, which it is not here.
+        Err(ReadBody) => Decision::Deny(Reason::UnreadableBody.denial(&policy.challenge, &[])),
+    }
+}
+
+/// Like [`decide`], with what is known of the body: a `POST` with a form body, where a
+/// `_method` field would land on other rules, is decided with every such field as one
+/// more reading (and [`ReadBody`] while the body is [`Body::Coming`]).
+pub fn decide_with_body<'a>(
+    policy: &'a Policy,
+    runtime: &mut Runtime,
+    method: &[u8],
+    path: &[u8],
+    headers: &'a [(String, Vec<u8>)],
+    body: Body<'_>,
+    now: i64,
+) -> Result<Decision<'a>, ReadBody> {
+    let deny = |reason: Reason| Ok(Decision::Deny(reason.denial(&policy.challenge, &[])));
 
     let overrides = headers
         .iter()
         .filter(|(name, _)| is_method_override_header(name))
         .map(|(_, value)| value.as_slice());
-    let Some(methods) = request_methods(method, path, overrides) else {
+    let Some(mut methods) = request_methods(method, path, overrides) else {
         return deny(Reason::BadMethod);
     };
     let Ok(path) = canonical_path(path) else {
         return deny(Reason::AmbiguousPath);
     };
-    let matched = policy.routes.lookup(&path, &methods);
+    if body != Body::None && methods.first().is_some_and(|m| m == "POST") {
+        // Frameworks honour `_method` in the body of a POST only.
+        let kind = form_kind(headers);
+        if kind != Ok(None) && policy.routes.override_matters(&path, &methods) {
+            let bytes = match body {
+                Body::Read(bytes) if bytes.len() <= policy.max_form_body_bytes => bytes,
+                Body::Read(_) | Body::TooLarge => return deny(Reason::BodyTooLarge),
+                Body::None | Body::Coming => return Err(ReadBody),
+            };
+            let Ok(Some(kind)) = kind else {
+                return deny(Reason::UnreadableBody);
+            };
+            let Ok(values) = body_methods(&kind, bytes) else {
+                return deny(Reason::UnreadableBody);
+            };
+            for value in values {
+                match canonical_method(&value) {
+                    Some(m) if !methods.contains(&m) => methods.push(m),
+                    Some(_) => {}
+                    None => return deny(Reason::BadMethod),
+                }
+            }
+        }
+    }
+    Ok(decide_readings(policy, runtime, &path, &methods, headers, now))
+}
+
+/// Decides a request by the rules of every reading of it: its canonical `path` and
+/// its `methods` (its own and every override).
+fn decide_readings<'a>(
+    policy: &'a Policy,
+    runtime: &mut Runtime,
+    path: &str,
+    methods: &[String],
+    headers: &'a [(String, Vec<u8>)],
+    now: i64,
+) -> Decision<'a> {
+    let deny = |reason: Reason| Decision::Deny(reason.denial(&policy.challenge, &[]));
+    let matched = policy.routes.lookup(path, methods);
     if matched.iter().any(|m| *m.require == Requirement::Deny) {
         return deny(Reason::Closed);
     }
@@ -1094,6 +1186,89 @@ mod tests {
         );
         runtime.revocations = Some(Revocations::new(NOW - 30, Some(30), BeforeFirstPoll::Allow));
         assert_eq!(outcome(run(&mut runtime, &alice, "/users/me")), Outcome::Allowed);
+    }
+
+    #[test]
+    fn a_method_override_in_a_form_body_is_one_more_reading() {
+        let policy = demo_policy();
+        let bob = token_with(json!({"sub": "bob", "roles": ["user"]}));
+        let auth = format!("Bearer {bob}");
+        let form = |ct: &str| h(&[("authorization", auth.as_str()), ("content-type", ct)]);
+        let urlencoded = form("application/x-www-form-urlencoded");
+        let multipart = form("multipart/form-data; boundary=b0");
+        let json_body = form("application/json");
+        let decide_body = |headers: &[(String, Vec<u8>)], path: &str, body: Body<'_>| {
+            let mut runtime = Runtime::new(Rc::default(), 0);
+            let d = decide_with_body(
+                &policy,
+                &mut runtime,
+                b"POST",
+                path.as_bytes(),
+                headers,
+                body,
+                NOW,
+            );
+            d.ok().map(|d| d.outcome())
+        };
+        let forbidden = Some(Outcome::Denied(Reason::Forbidden));
+        let mp = "--b0\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b0--\r\n";
+        let cases: &[(&[(String, Vec<u8>)], &str, Body<'_>, Option<Outcome>)] = &[
+            // Where DELETE has a stricter rule, the body is asked for, then read.
+            (&urlencoded, "/users/4", Body::Coming, None),
+            (&urlencoded, "/users/4", Body::Read(b"_method=DELETE"), forbidden),
+            (
+                &urlencoded,
+                "/users/4",
+                Body::Read(b"name=x&+_method=delete"),
+                forbidden,
+            ),
+            (
+                &urlencoded,
+                "/users/4",
+                Body::Read(b"name=x"),
+                Some(Outcome::Allowed),
+            ),
+            (
+                &urlencoded,
+                "/users/4",
+                Body::Read(b"_method=DEL%20ETE"),
+                Some(Outcome::Denied(Reason::BadMethod)),
+            ),
+            (&urlencoded, "/users/4", Body::None, Some(Outcome::Allowed)),
+            (&multipart, "/users/4", Body::Coming, None),
+            (&multipart, "/users/4", Body::Read(mp.as_bytes()), forbidden),
+            (
+                &multipart,
+                "/users/4",
+                Body::Read(b"--b0\r\nbroken"),
+                Some(Outcome::Denied(Reason::UnreadableBody)),
+            ),
+            // Larger than the bound: refused, not guessed.
+            (
+                &urlencoded,
+                "/users/4",
+                Body::Read(&[b'a'; 64 * 1024 + 1]),
+                Some(Outcome::Denied(Reason::BodyTooLarge)),
+            ),
+            // Not a form, or no rule it could change: never waited for.
+            (&json_body, "/users/4", Body::Coming, Some(Outcome::Allowed)),
+            (&urlencoded, "/users/4/x", Body::Coming, Some(Outcome::Allowed)),
+        ];
+        for (i, (headers, path, body, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                decide_body(headers, path, *body),
+                *want,
+                "case {i}: {path} {body:?}"
+            );
+        }
+        // A multipart type without a boundary, where it matters: unreadable.
+        let no_boundary = form("multipart/form-data");
+        assert_eq!(
+            decide_body(&no_boundary, "/users/4", Body::Read(b"x")),
+            Some(Outcome::Denied(Reason::UnreadableBody))
+        );
+        let d = Reason::BodyTooLarge.denial(&policy.challenge, &[]);
+        assert_eq!((d.status, d.www_authenticate), (413, None));
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::rc::Rc;
 use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
-use crate::decision::{decide, Decision, Denial, Reason};
+use crate::decision::{decide_with_body, Body, Decision, Denial, ReadBody, Reason};
 use crate::fetch;
 use crate::revocation_poll;
 use crate::root::Shared;
@@ -20,6 +20,8 @@ pub struct GatehouseHttp {
     shared: Option<Rc<Shared>>,
     /// While an early JWKS fetch runs: its callout and the request's headers.
     waiting: Option<(u32, Headers)>,
+    /// While a form body is read for `_method`: the request's headers.
+    reading_body: Option<Headers>,
 }
 
 impl GatehouseHttp {
@@ -27,12 +29,19 @@ impl GatehouseHttp {
         GatehouseHttp {
             shared,
             waiting: None,
+            reading_body: None,
         }
     }
 }
 
-/// Decides with this worker's keys and cache at `now`.
-fn decide_now<'a>(shared: &'a Shared, headers: &'a Headers, now: i64) -> Option<Decision<'a>> {
+/// Decides with this worker's keys and cache at `now`; `Err(ReadBody)` if the body
+/// must be read first.
+fn decide_now<'a>(
+    shared: &'a Shared,
+    headers: &'a Headers,
+    body: Body<'_>,
+    now: i64,
+) -> Option<Result<Decision<'a>, ReadBody>> {
     let pseudo = |name: &str| {
         headers
             .iter()
@@ -40,12 +49,13 @@ fn decide_now<'a>(shared: &'a Shared, headers: &'a Headers, now: i64) -> Option<
             .map_or(&[][..], |(_, v)| v.as_slice())
     };
     let mut runtime = shared.runtime.try_borrow_mut().ok()?;
-    Some(decide(
+    Some(decide_with_body(
         &shared.policy,
         &mut runtime,
         pseudo(":method"),
         pseudo(":path"),
         headers,
+        body,
         now,
     ))
 }
@@ -54,14 +64,8 @@ fn decide_now<'a>(shared: &'a Shared, headers: &'a Headers, now: i64) -> Option<
 fn apply(shared: &Shared, decision: Decision<'_>, paused: bool) -> Action {
     shared.metrics.count(decision.outcome());
     match decision {
-        Decision::Allow { remove, set, .. } => {
-            for name in remove {
-                let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
-            }
-            for (name, value) in &set {
-                let _ =
-                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
-            }
+        Decision::Allow { .. } => {
+            apply_headers(decision);
             if paused {
                 let _ = hostcalls::resume_http_request();
             }
@@ -86,11 +90,13 @@ impl Context for GatehouseHttp {
             return;
         };
         fetch::handle_response(&shared, body_size);
-        match decide_now(&shared, &headers, fetch::now()) {
-            Some(decision) => {
+        // A held request never reads its body (it was held after its headers were
+        // decided on, which needed no body).
+        match decide_now(&shared, &headers, Body::None, fetch::now()) {
+            Some(Ok(decision)) => {
                 apply(&shared, decision, true);
             }
-            None => {
+            _ => {
                 send(500, None, None, r#"{"error":"server_error"}"#);
             }
         }
@@ -98,7 +104,39 @@ impl Context for GatehouseHttp {
 }
 
 impl HttpContext for GatehouseHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(headers) = self.reading_body.as_ref() else {
+            return Action::Continue;
+        };
+        let Some(shared) = self.shared.clone() else {
+            return send(503, None, None, r#"{"error":"temporarily_unavailable"}"#);
+        };
+        let max = shared.policy.max_form_body_bytes;
+        if !end_of_stream && body_size <= max {
+            // Buffered until it is whole (or too large).
+            return Action::Pause;
+        }
+        let bytes = (body_size <= max).then(|| {
+            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        });
+        let body = bytes.as_deref().map_or(Body::TooLarge, Body::Read);
+        let action = match decide_now(&shared, headers, body, fetch::now()) {
+            // The headers were set when they went on; only the count is left to do.
+            Some(Ok(decision @ Decision::Allow { .. })) => {
+                shared.metrics.count(decision.outcome());
+                Action::Continue
+            }
+            Some(Ok(decision)) => apply(&shared, decision, false),
+            _ => send(500, None, None, r#"{"error":"server_error"}"#),
+        };
+        self.reading_body = None;
+        action
+    }
+
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             return send(503, None, None, r#"{"error":"temporarily_unavailable"}"#);
         };
@@ -109,8 +147,18 @@ impl HttpContext for GatehouseHttp {
         };
         let now = fetch::now();
         adopt_first_revocations(&shared);
-        let Some(decision) = decide_now(&shared, &headers, now) else {
-            return send(500, None, None, r#"{"error":"server_error"}"#);
+        let body = if end_of_stream { Body::None } else { Body::Coming };
+        let (decision, read_body) = match decide_now(&shared, &headers, body, now) {
+            Some(Ok(decision)) => (decision, false),
+            // The host cannot hold the headers and still hand over the body (it turns a
+            // headers pause into a pause of everything), so the headers go on as their
+            // own readings allow, and the body is held here until it has been read:
+            // a refusal then resets the upstream request before it has its body.
+            Some(Err(ReadBody)) => match decide_now(&shared, &headers, Body::None, now) {
+                Some(Ok(decision)) => (decision, true),
+                _ => return send(500, None, None, r#"{"error":"server_error"}"#),
+            },
+            None => return send(500, None, None, r#"{"error":"server_error"}"#),
         };
         let unknown_kid = matches!(&decision, Decision::Deny(d) if d.reason == Reason::UnknownKey);
         if unknown_kid {
@@ -124,6 +172,12 @@ impl HttpContext for GatehouseHttp {
                     }
                 }
             }
+        }
+        if read_body && matches!(decision, Decision::Allow { .. }) {
+            // The decision counts once, when the body has been read.
+            let action = apply_headers(decision);
+            self.reading_body = Some(headers);
+            return action;
         }
         apply(&shared, decision, false)
     }
@@ -142,6 +196,19 @@ fn adopt_first_revocations(shared: &Shared) {
             revocation_poll::adopt_shared(shared, feed, keys);
         }
     }
+}
+
+/// Removes and sets the headers an allowing decision says (nothing for a refusal).
+fn apply_headers(decision: Decision<'_>) -> Action {
+    if let Decision::Allow { remove, set, .. } = decision {
+        for name in remove {
+            let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+        }
+        for (name, value) in &set {
+            let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
+        }
+    }
+    Action::Continue
 }
 
 /// Sends a local reply and stops the request.

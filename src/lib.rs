@@ -10,6 +10,7 @@ pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod decision;
+pub mod form_override;
 pub mod hs256;
 pub mod jwks_sync;
 pub mod keys;

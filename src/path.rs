@@ -111,7 +111,6 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

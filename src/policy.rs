@@ -116,6 +116,26 @@ impl Routes {
             .collect()
     }
 
+    /// Whether another method than those of `methods` could land the request on a
+    /// requirement none of them lands on: then a `_method` field in a form body would
+    /// matter, and the body must be read. Only the methods rules name can differ.
+    pub fn override_matters(&self, path: &str, methods: &[String]) -> bool {
+        let current = self.requirements(path, methods);
+        let mut with_one_more = methods.to_vec();
+        self.rules
+            .iter()
+            .filter_map(|r| r.methods.as_deref())
+            .flatten()
+            .filter(|m| !methods.contains(m))
+            .any(|m| {
+                with_one_more.truncate(methods.len());
+                with_one_more.push(m.clone());
+                self.requirements(path, &with_one_more)
+                    .iter()
+                    .any(|r| !current.contains(r))
+            })
+    }
+
     /// The rules (or `no_match`) of every reading of the request, each once.
     pub fn lookup<'r>(&'r self, path: &str, methods: &[String]) -> Vec<Matched<'r>> {
         let paths = path_readings(path);
@@ -180,7 +200,10 @@ pub fn path_readings(path: &str) -> Vec<&str> {
     let last = bare.get(segment_start..).unwrap_or("");
     for dot in [last.find('.'), last.rfind('.')].into_iter().flatten() {
         // A stem of dots alone (`..x`) or nothing (`.well-known`) is no resource name.
-        if last.get(..dot).is_some_and(|stem| stem.bytes().any(|b| b != b'.')) {
+        if last
+            .get(..dot)
+            .is_some_and(|stem| stem.bytes().any(|b| b != b'.'))
+        {
             add(segment_start + dot);
         }
     }
@@ -256,7 +279,7 @@ fn push_method(methods: &mut Vec<String>, raw: &[u8]) -> Option<()> {
 }
 
 /// Form-decodes a query value as the upstream's framework would (`+` is a space).
-fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
+pub fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut bytes = raw.iter().copied();
     while let Some(b) = bytes.next() {
@@ -477,13 +500,22 @@ mod tests {
             ("/users/me/", &["/users/me/", "/users/me"]),
             ("/internal.json", &["/internal.json", "/internal"]),
             ("/admin/report.json", &["/admin/report.json", "/admin/report"]),
-            ("/admin/report.tar.gz", &["/admin/report.tar.gz", "/admin/report", "/admin/report.tar"]),
+            (
+                "/admin/report.tar.gz",
+                &["/admin/report.tar.gz", "/admin/report", "/admin/report.tar"],
+            ),
             ("/admin/report.", &["/admin/report.", "/admin/report"]),
             ("/admin/report%20", &["/admin/report%20", "/admin/report"]),
             ("/admin/report.%20.", &["/admin/report.%20.", "/admin/report"]),
-            ("/admin/report.json/", &["/admin/report.json/", "/admin/report.json", "/admin/report"]),
+            (
+                "/admin/report.json/",
+                &["/admin/report.json/", "/admin/report.json", "/admin/report"],
+            ),
             ("/.well-known", &["/.well-known"]),
-            ("/.well-known/jwks.json", &["/.well-known/jwks.json", "/.well-known/jwks"]),
+            (
+                "/.well-known/jwks.json",
+                &["/.well-known/jwks.json", "/.well-known/jwks"],
+            ),
             ("/files/..a", &["/files/..a"]),
             ("/a.b/c", &["/a.b/c"]),
             ("/", &["/"]),
@@ -504,6 +536,28 @@ mod tests {
         ] {
             assert_eq!(&lookup(&routes, method, path), want, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn a_body_override_matters_only_where_another_method_has_another_rule() {
+        let routes = demo_routes();
+        let post = ["POST".to_string()];
+        assert!(routes.override_matters("/users/4", &post), "DELETE needs admin");
+        assert!(routes.override_matters("/Users/4/", &post));
+        assert!(
+            !routes.override_matters("/users/4/x", &post),
+            "every method: no_match"
+        );
+        assert!(
+            !routes.override_matters("/internal/x", &post),
+            "every method: deny"
+        );
+        assert!(
+            routes.override_matters("/token", &post),
+            "GET /token is not public"
+        );
+        let both = ["POST".to_string(), "DELETE".to_string()];
+        assert!(!routes.override_matters("/users/4", &both), "DELETE already read");
     }
 
     #[test]

@@ -31,6 +31,8 @@ fn no_admin_delete_for_bob(_: &Row, o: &Observed) -> Result<(), String> {
 const ALICE_DELETED: &str = "api 200 DELETE /users/42 sub=alice roles=admin,user";
 const FORBIDDEN: &str = "filter 403 forbidden";
 const AMBIGUOUS: &str = "filter 400 ambiguous_path";
+const MULTIPART: &str =
+    "--zz\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--zz--\r\n";
 
 /// Paths, encodings and request targets, over HTTP/1.1 and HTTP/2.
 fn path_rows(alice: &str, bob: &str) -> Vec<Row> {
@@ -109,6 +111,12 @@ fn path_rows(alice: &str, bob: &str) -> Vec<Row> {
         row("case: /Users/42", del("/Users/42"), FORBIDDEN),
         row("case: /USERS/42", del("/USERS/42"), FORBIDDEN),
         row("case: /Users/42/", del("/Users/42/"), FORBIDDEN),
+        // Format suffixes and trailing dots or spaces (Rails, Spring < 5.3, IIS).
+        row("suffix: /users/42.json", del("/users/42.json"), FORBIDDEN),
+        row("suffix: /users/42.", del("/users/42."), FORBIDDEN),
+        row("suffix: /users/42%20", del("/users/42%20"), FORBIDDEN),
+        // Encoded sub-delims are decoded as routers decode them.
+        row("encoded sub-delim: /users/42%2C", del("/users/42%2C"), FORBIDDEN),
         // Encoded and double-encoded slashes, backslashes, other characters.
         row2("encoded: /users%2f42", del("/users%2f42"), "envoy 400", AMBIGUOUS),
         row2("encoded: /users%2F42", del("/users%2F42"), "envoy 400", AMBIGUOUS),
@@ -406,12 +414,39 @@ fn method_rows(alice: &str, bob: &str) -> Vec<Row> {
             "filter 400 bad_method",
         ),
         row(
-            "override: _method=DELETE in a form body (not read by the filter; reaches the API as POST)",
+            "override: _method=DELETE in a form body (read by the filter where DELETE has its own rule)",
             Send::raw(format!(
                 "POST /users/42 HTTP/1.1\r\nHost: gatehouse.test\r\nAuthorization: {b}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 14\r\nconnection: close\r\n\r\n_method=DELETE"
             )),
+            FORBIDDEN,
+        ),
+        row(
+            "override: _method=DELETE in a multipart form body",
+            Send::raw(format!(
+                "POST /users/42 HTTP/1.1\r\nHost: gatehouse.test\r\nAuthorization: {b}\r\ncontent-type: multipart/form-data; boundary=zz\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{MULTIPART}",
+                MULTIPART.len()
+            )),
+            FORBIDDEN,
+        ),
+        row(
+            "override: a 70 KB form body where it matters (envoy.yaml buffers at most 32 KiB per connection; the filter's own bound is 64 KiB)",
+            Send::raw(format!(
+                "POST /users/42 HTTP/1.1\r\nHost: gatehouse.test\r\nAuthorization: {b}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 70014\r\nconnection: close\r\n\r\n_method=DELETE{}",
+                "x".repeat(70_000)
+            )),
+            "envoy 413",
+        ),
+        row(
+            "control: a form body without _method (reaches the API as POST)",
+            Send::raw(format!(
+                "POST /users/42 HTTP/1.1\r\nHost: gatehouse.test\r\nAuthorization: {b}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 6\r\nconnection: close\r\n\r\nname=x"
+            )),
             "api 405",
         ),
+        row("override: ?+_method=DELETE (PHP skips leading spaces)", post("/users/42?+_method=DELETE", None), FORBIDDEN),
+        row("override: ?%20_method=DELETE", post("/users/42?%20_method=DELETE", None), FORBIDDEN),
+        row("override: ?_method%00=DELETE (PHP cuts the name at NUL)", post("/users/42?_method%00=DELETE", None), FORBIDDEN),
+        row("override: ?a=1;_method=DELETE (; separates, Rack < 3)", post("/users/42?a=1;_method=DELETE", None), FORBIDDEN),
         // Host and forwarding headers change nothing.
         row(
             "host: Host: evil.example",

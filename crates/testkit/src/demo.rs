@@ -548,7 +548,10 @@ impl Observed {
     pub fn answer(&self) -> Answer {
         let r = &self.response;
         let body: Option<Value> = serde_json::from_slice(&r.body).ok();
-        if self.reached_api {
+        // Envoy marks what an upstream answered; a request whose headers reached the API
+        // while the filter held its body is answered by the filter, without the mark.
+        let from_upstream = r.header("x-envoy-upstream-service-time").is_some();
+        if self.reached_api && from_upstream {
             let echo = body.as_ref().and_then(|b| {
                 let request = b.get("request").unwrap_or(b);
                 request.get("method").map(|_| request.clone())
@@ -558,7 +561,7 @@ impl Observed {
                 echo,
             };
         }
-        if r.header("x-envoy-upstream-service-time").is_some() {
+        if from_upstream {
             return Answer::TokenService { status: r.status };
         }
         if let Some(error) = body.as_ref().and_then(|b| b.get("error")).and_then(Value::as_str) {

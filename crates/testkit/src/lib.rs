@@ -135,6 +135,8 @@ pub struct Seen {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
+    /// The body, as far as it arrived.
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -174,6 +176,7 @@ impl Upstream {
                         .iter()
                         .map(|h| (h.field.to_string(), h.value.to_string()))
                         .collect(),
+                    body,
                 };
                 let echo = json!({"method": s.method, "url": s.url, "headers": s.headers});
                 log.lock().unwrap().push(s);
