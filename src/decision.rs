@@ -1212,7 +1212,8 @@ mod tests {
         };
         let forbidden = Some(Outcome::Denied(Reason::Forbidden));
         let mp = "--b0\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b0--\r\n";
-        let cases: &[(&[(String, Vec<u8>)], &str, Body<'_>, Option<Outcome>)] = &[
+        type Headers = [(String, Vec<u8>)];
+        let cases: &[(&Headers, &str, Body<'_>, Option<Outcome>)] = &[
             // Where DELETE has a stricter rule, the body is asked for, then read.
             (&urlencoded, "/users/4", Body::Coming, None),
             (&urlencoded, "/users/4", Body::Read(b"_method=DELETE"), forbidden),
