@@ -1,36 +1,41 @@
 //! A bounded cache of verified tokens, so a token's signature and claims are checked
 //! once per worker rather than once per request.
 //!
-//! Keyed by a 128-bit keyed hash of the whole token (two SipHash instances with random
-//! keys): the token itself is not kept, and an attacker who cannot learn the keys
-//! cannot aim a forged token at a cached one. An entry is used only while the token's
+//! Keyed by a 128-bit keyed hash of the whole token (SipHash-1-3 with 128 bits of
+//! output, under a 128-bit key drawn from the system's randomness for each cache):
+//! the token itself is not kept, and an attacker who cannot learn the key cannot aim a
+//! forged token at a cached one. (Two of std's `RandomState`s would not do: the
+//! second's key is the first's plus one.) Without randomness there is no cache. An entry is used only while the token's
 //! own `exp` (and `nbf`) allow, with the same clock skew; route rules, roles and
 //! forwarded headers are still applied on every request. When full, expired entries
 //! go first, then everything (simple, bounded, and refilled by the next requests).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 use std::rc::Rc;
+
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::token::VerifiedToken;
 
 pub struct TokenCache {
     max_entries: usize,
-    keys: (
-        std::collections::hash_map::RandomState,
-        std::collections::hash_map::RandomState,
-    ),
+    key: (u64, u64),
     entries: HashMap<u128, Rc<VerifiedToken>>,
     pub hits: u64,
     pub misses: u64,
 }
 
 impl TokenCache {
-    /// `max_entries == 0` disables the cache.
+    /// `max_entries == 0` disables the cache (as does a system without randomness).
     pub fn new(max_entries: usize) -> Self {
+        let mut seed = [0u8; 16];
+        let random = getrandom::getrandom(&mut seed).is_ok();
+        let (k0, k1) = seed.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
         TokenCache {
-            max_entries,
-            keys: Default::default(),
+            max_entries: if random { max_entries } else { 0 },
+            key: (word(k0), word(k1)),
             entries: HashMap::new(),
             hits: 0,
             misses: 0,
@@ -50,11 +55,9 @@ impl TokenCache {
     }
 
     fn key(&self, token: &str) -> u128 {
-        let mut a = self.keys.0.build_hasher();
-        let mut b = self.keys.1.build_hasher();
-        a.write(token.as_bytes());
-        b.write(token.as_bytes());
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
+        h.write(token.as_bytes());
+        h.finish128().as_u128()
     }
 
     /// The verified token, if cached and still within its validity at `now`.
@@ -113,6 +116,19 @@ mod tests {
             not_before: nbf,
             issued_at: None,
         })
+    }
+
+    #[test]
+    fn every_cache_has_a_key_of_its_own_from_the_system() {
+        let (a, b) = (TokenCache::new(1), TokenCache::new(1));
+        assert!(a.enabled() && b.enabled());
+        assert_ne!(a.key, b.key);
+        // Independent words, not a counter's neighbours (std's RandomState keys are k0, k0 + 1).
+        for c in [&a, &b] {
+            assert!(c.key.0.abs_diff(c.key.1) > 1, "{:?}", c.key);
+        }
+        assert!(a.key.0.abs_diff(b.key.0) > 1 && a.key.1 != b.key.1);
+        assert_ne!(a.key("t"), b.key("t"));
     }
 
     #[test]

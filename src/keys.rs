@@ -190,7 +190,8 @@ fn parse_jwk(value: &Value) -> Result<VerifyingKey, String> {
             if declared != Some("RS256") {
                 return Err("an RSA key must say alg RS256".into());
             }
-            if modulus.len() * 8 < MIN_RSA_BITS {
+            // Bits, not bytes: zeros in front make a short key look long.
+            if bit_length(modulus) < MIN_RSA_BITS {
                 return Err(format!("RSA modulus shorter than {MIN_RSA_BITS} bits"));
             }
             (
@@ -206,6 +207,14 @@ fn parse_jwk(value: &Value) -> Result<VerifyingKey, String> {
         }
     }
     Ok(VerifyingKey { kid, alg, material })
+}
+
+/// The bit length of a big-endian unsigned integer.
+fn bit_length(be: &[u8]) -> usize {
+    match be.iter().position(|&b| b != 0) {
+        Some(i) => (be.len() - i) * 8 - be.get(i).map_or(0, |b| b.leading_zeros() as usize),
+        None => 0,
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +236,23 @@ mod tests {
     }
 
     const ALL: [AsymAlg; 3] = [AsymAlg::EdDSA, AsymAlg::Es256, AsymAlg::Rs256];
+
+    #[test]
+    fn bit_lengths_count_bits_not_bytes() {
+        for (be, bits) in [
+            (&[][..], 0),
+            (&[0, 0], 0),
+            (&[1], 1),
+            (&[0x80], 8),
+            (&[0, 0, 0x7f, 0xff], 15),
+            (&[0xff; 256], 2048),
+        ] {
+            assert_eq!(bit_length(be), bits, "{be:?}");
+        }
+        let mut padded = vec![0u8; 192];
+        padded.extend([0xc5; 64]);
+        assert_eq!(bit_length(&padded), 512);
+    }
 
     #[test]
     fn rfc_8037_ed25519_vector_verifies() {
@@ -311,6 +337,14 @@ mod tests {
                 format!(
                     r#"{{"kty":"RSA","n":"{}","e":"AQAB","alg":"RS256"}}"#,
                     "q".repeat(170)
+                ),
+                None,
+            ),
+            // A 512-bit modulus padded with zero bytes to 2048 bits' length.
+            (
+                format!(
+                    r#"{{"kty":"RSA","n":"{}","e":"AQAB","alg":"RS256"}}"#,
+                    Base64UrlUnpadded::encode_string(&[vec![0u8; 192], vec![0xc5; 64]].concat())
                 ),
                 None,
             ),

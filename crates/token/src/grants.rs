@@ -5,7 +5,7 @@
 //! and the failure limits.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +82,25 @@ fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> St
     peer.ip().to_string()
 }
 
+/// The group an address is limited as: an IPv4 address alone, an IPv6 address by its
+/// /64 (one subscriber's network: a host picks any address in it at will, so counting
+/// each alone would multiply the allowance by 2^64). An IPv4-mapped IPv6 address is
+/// its IPv4 address. Anything else (a trusted proxy's entry that is no address) is
+/// kept as it is.
+fn address_group(address: &str) -> String {
+    match address.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let net = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", Ipv6Addr::from(net))
+            }
+        },
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => address.to_string(),
+    }
+}
+
 async fn password_grant(
     state: &AppState,
     address: String,
@@ -93,7 +112,7 @@ async fn password_grant(
     // A name that cannot exist is looked up as an unknown user: same answer, same time.
     let name = username::canonical(raw_username).unwrap_or_default();
     let user_key = format!("u:{name}");
-    let address_key = format!("a:{address}");
+    let address_key = format!("a:{}", address_group(&address));
 
     let per_user = state
         .failures_per_user
@@ -281,4 +300,25 @@ fn rehash_later(state: &AppState, user_id: i64, old: String, password: Zeroizing
             ),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_group;
+
+    #[test]
+    fn ipv6_addresses_are_limited_by_their_64() {
+        for (address, group) in [
+            ("192.0.2.7", "192.0.2.7"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+            ("[2001:db8:1:2::99]", "2001:db8:1:2::/64"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("::1", "::/64"),
+            ("not-an-address", "not-an-address"),
+        ] {
+            assert_eq!(address_group(address), group, "{address}");
+        }
+    }
 }

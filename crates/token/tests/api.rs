@@ -526,6 +526,44 @@ async fn the_address_comes_from_x_forwarded_for_only_when_trusted() {
 }
 
 #[tokio::test]
+async fn addresses_of_one_ipv6_64_share_one_failure_limit() {
+    let app = demo_app(Options {
+        max_failures_per_user: 1000,
+        max_failures_per_address: 2,
+        trust_forwarded_for: true,
+        ..Options::default()
+    })
+    .await;
+    let login = |xff: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-forwarded-for", xff)
+                .body("grant_type=password&username=bob&password=wrong-password")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // A host that picks a fresh address of its /64 for every attempt.
+    let statuses = [
+        login("2001:db8:7:1::1").await,
+        login("2001:db8:7:1::2").await,
+        login("2001:db8:7:1:ffff:ffff:ffff:ffff").await,
+        login("2001:db8:7:2::1").await,
+    ];
+    assert_eq!(
+        statuses,
+        [401, 401, 429, 401],
+        "one /64, one allowance; the next /64 its own"
+    );
+}
+
+#[tokio::test]
 async fn a_weak_hash_is_upgraded_at_the_next_login() {
     use argon2::password_hash::{PasswordHasher, SaltString};
     let app = TestApp::spawn(Options::default()).await;
