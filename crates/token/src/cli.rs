@@ -77,10 +77,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Make a new current key; the previous one stays published until its tokens expired.
+    /// Make the next key: published at once, signing only after --activate-after seconds
+    /// (so verifiers that cache the JWKS have it first); the previous key signs until then
+    /// and stays published until its tokens expired.
     Rotate {
         #[arg(long, value_enum, default_value = "EdDSA")]
         alg: SigningAlg,
+        /// Seconds between publishing the key and signing with it: the JWKS max-age
+        /// (60) plus a margin for caches that refetch late.
+        #[arg(long, default_value_t = DEFAULT_ACTIVATE_AFTER)]
+        activate_after: u32,
+        /// Sign with the new key at once (after a compromise): verifiers learn it when
+        /// a token names it (the Gatehouse filter refetches an unknown kid at once).
+        #[arg(long, conflicts_with = "activate_after")]
+        now: bool,
     },
     /// Show every key: kid, algorithm, state and dates (with the service's --access-ttl-seconds).
     List,
@@ -168,6 +178,10 @@ enum UserCommand {
     /// Argon2 PHC hashes (such as pwdlib's or argon2-cffi's). All or nothing.
     Import { file: PathBuf },
 }
+
+/// Seconds `keys rotate` publishes a key before it signs: the JWKS max-age, 60 s, and
+/// as much again.
+pub const DEFAULT_ACTIVATE_AFTER: u32 = 120;
 
 /// How often `serve` reloads the signing keys from the store.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -460,29 +474,45 @@ async fn keys_command(db: &Location, access_ttl: i64, cmd: KeysCommand) -> anyho
     let store = open(db).await?;
     let now = unix_now();
     match cmd {
-        KeysCommand::Rotate { alg } => {
+        KeysCommand::Rotate {
+            alg,
+            activate_after,
+            now: at_once,
+        } => {
             if alg == SigningAlg::Hs256 {
                 bail!("HS256 has no key to rotate: its key is SECRET_KEY; choose EdDSA or ES256");
             }
             let secret = secret::parse(std::env::var("SECRET_KEY").ok().as_deref())?;
             let key = generate(alg, &secret)?;
-            store.rotate_signing_key(&key, now).await?;
-            println!(
-                "new current key {} ({}); running services pick it up within 5 s",
-                key.kid,
-                alg.name()
-            );
+            if at_once {
+                store.rotate_signing_key(&key, now).await?;
+                println!(
+                    "new current key {} ({}); running services sign with it within a second",
+                    key.kid,
+                    alg.name()
+                );
+            } else {
+                let at = now.saturating_add(i64::from(activate_after));
+                store.rotate_signing_key_at(&key, now, at).await?;
+                println!(
+                    "next key {} ({}) published now; running services sign with it from {at} (in {activate_after} s)",
+                    key.kid,
+                    alg.name()
+                );
+            }
         }
         KeysCommand::List => {
             let window = access_ttl.saturating_add(120);
             println!("kid\talg\tstate\tcreated\tretired");
             for k in store.signing_keys().await? {
-                let state = match k.retired_at {
-                    None => "current".to_string(),
-                    Some(r) if r.saturating_add(window) > now => {
+                let state = match (k.activates_at, k.retired_at) {
+                    (Some(a), _) if a > now => format!("published, signs from {a}"),
+                    (_, None) => "current".to_string(),
+                    (_, Some(r)) if r > now => format!("current until {r}"),
+                    (_, Some(r)) if r.saturating_add(window) > now => {
                         format!("retired, published until {}", r + window)
                     }
-                    Some(_) => "expired".to_string(),
+                    (_, Some(_)) => "expired".to_string(),
                 };
                 let retired = k.retired_at.map_or("-".to_string(), |r| r.to_string());
                 println!("{}\t{}\t{state}\t{}\t{retired}", k.kid, k.alg, k.created_at);

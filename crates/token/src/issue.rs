@@ -101,9 +101,12 @@ impl Issuer {
             }
             keys = store.signing_keys().await?;
         }
-        let Some(current) = keys
-            .iter()
-            .find(|k| k.retired_at.is_none() && k.alg == self.alg.name())
+        // The newest key that signs now; a key published ahead of its activation waits
+        // (and is used only if no other key of the algorithm can sign).
+        let ours = || keys.iter().filter(|k| k.alg == self.alg.name());
+        let Some(current) = ours()
+            .find(|k| k.signs_at(now))
+            .or_else(|| ours().find(|k| k.retired_at.is_none()))
         else {
             return Ok(());
         };
@@ -116,6 +119,7 @@ impl Issuer {
             info!(kid = %current_kid, "signing with key");
         }
         let window = self.publish_window();
+        // Every key that signs, will sign, or signed tokens that may still be alive.
         let published: Vec<Value> = keys
             .iter()
             .filter(|k| k.retired_at.is_none_or(|r| r.saturating_add(window) > now))

@@ -67,7 +67,18 @@ pub struct StoredKey {
     pub sealed: Vec<u8>,
     pub public_jwk: String,
     pub created_at: i64,
+    /// Retired from signing at this time (it may be ahead: a key that signs until its
+    /// successor activates).
     pub retired_at: Option<i64>,
+    /// Signs from this time on (`None`: since it was made).
+    pub activates_at: Option<i64>,
+}
+
+impl StoredKey {
+    /// Whether the key may sign at `now`.
+    pub fn signs_at(&self, now: i64) -> bool {
+        self.activates_at.is_none_or(|a| a <= now) && self.retired_at.is_none_or(|r| r > now)
+    }
 }
 
 /// A login's first refresh token (see [`Store::start_family`]).
@@ -547,19 +558,37 @@ impl Store {
     /// Stores a new signing key as the current one; every other key still current is
     /// retired now (and stays published while tokens it signed may be alive).
     pub async fn rotate_signing_key(&self, key: &crate::signing::NewKey, now: i64) -> Result<(), StoreError> {
+        self.rotate_signing_key_at(key, now, now).await
+    }
+
+    /// Stores a new signing key that signs from `activates_at` on (published from
+    /// now); every other key still current signs until then, is retired then, and stays
+    /// published while tokens it signed may be alive.
+    pub async fn rotate_signing_key_at(
+        &self,
+        key: &crate::signing::NewKey,
+        now: i64,
+        activates_at: i64,
+    ) -> Result<(), StoreError> {
+        let activates_at = activates_at.max(now);
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        // A key still waiting to sign is retired before it ever does.
+        sqlx::query(
+            "UPDATE signing_keys SET retired_at = CASE WHEN activates_at > $1 THEN activates_at ELSE $1 END
+             WHERE retired_at IS NULL",
+        )
+        .bind(activates_at)
+        .execute(&mut *tx)
+        .await?;
         let inserted = sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, sealed_key, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO signing_keys (kid, alg, sealed_key, public_jwk, created_at, activates_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&key.kid)
         .bind(key.alg.name())
         .bind(&key.sealed)
         .bind(&key.public_jwk)
         .bind(now)
+        .bind((activates_at > now).then_some(activates_at))
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -616,10 +645,10 @@ impl Store {
         // PostgreSQL identity column).
         let sql = match self.backend {
             Backend::Sqlite => {
-                "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, rowid DESC"
+                "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at, activates_at FROM signing_keys ORDER BY created_at DESC, rowid DESC"
             }
             Backend::Postgres => {
-                "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, id DESC"
+                "SELECT kid, alg, sealed_key, public_jwk, created_at, retired_at, activates_at FROM signing_keys ORDER BY created_at DESC, id DESC"
             }
         };
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
@@ -632,6 +661,7 @@ impl Store {
                     public_jwk: r.try_get("public_jwk")?,
                     created_at: r.try_get("created_at")?,
                     retired_at: r.try_get("retired_at")?,
+                    activates_at: r.try_get("activates_at")?,
                 })
             })
             .collect()

@@ -499,15 +499,35 @@ fn keys_rotate_and_list() {
         text(&hs)
     );
 
-    let first = keys(&["rotate", "--alg", "EdDSA"], Some(SECRET));
+    let first = keys(&["rotate", "--alg", "EdDSA", "--now"], Some(SECRET));
     assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("sign with it within a second"),
+        "{}",
+        text(&first)
+    );
+    let list = keys(&["list"], None);
+    let out = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        out.lines().nth(1).unwrap().contains("\tEdDSA\tcurrent\t"),
+        "{out}"
+    );
+    // Without --now the next key is published first and signs two minutes later; the
+    // current one signs until then.
     let second = keys(&["rotate", "--alg", "ES256"], Some(SECRET));
     assert!(second.status.success(), "{}", text(&second));
+    assert!(text(&second).contains("(in 120 s)"), "{}", text(&second));
     let list = keys(&["list"], None);
     let out = String::from_utf8_lossy(&list.stdout).to_string();
     let rows: Vec<&str> = out.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{out}");
-    assert!(rows[0].contains("\tES256\tcurrent\t"), "{out}");
-    assert!(rows[1].contains("\tEdDSA\tretired, published until "), "{out}");
+    assert!(rows[0].contains("\tES256\tpublished, signs from "), "{out}");
+    assert!(rows[1].contains("\tEdDSA\tcurrent until "), "{out}");
     assert!(!out.contains(SECRET));
+    let both = keys(&["rotate", "--now", "--activate-after", "5"], Some(SECRET));
+    assert!(
+        !both.status.success(),
+        "--now with --activate-after: {}",
+        text(&both)
+    );
 }

@@ -143,6 +143,50 @@ async fn rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
 }
 
 #[tokio::test]
+async fn a_rotated_key_is_published_before_it_signs() {
+    let app = TestApp::spawn(Options {
+        signing_alg: SigningAlg::EdDsa,
+        ..Options::default()
+    })
+    .await;
+    app.add_user("alice", "alice-demo-pass", &["admin"], false).await;
+    let old = login(&app).await;
+    let secret = gatehouse_token::secret::parse(Some(SECRET)).unwrap();
+    let next = generate(SigningAlg::EdDsa, &secret).unwrap();
+    let now = unix_now();
+    app.store
+        .rotate_signing_key_at(&next, now, now + 120)
+        .await
+        .unwrap();
+
+    // Published at once, not used yet.
+    app.state.issuer.load(&app.store, now).await.unwrap();
+    let cached = app.get_json("/.well-known/jwks.json").await;
+    assert_eq!(cached["keys"].as_array().unwrap().len(), 2, "{cached}");
+    assert_eq!(
+        kid_of(&login(&app).await),
+        kid_of(&old),
+        "the old key still signs"
+    );
+
+    // Once it activates, tokens are signed with it, and a verifier still holding the
+    // JWKS it fetched before the switch accepts them: no refetch needed.
+    app.state.issuer.load(&app.store, now + 120).await.unwrap();
+    let new = app
+        .state
+        .issuer
+        .access_token("alice", &["admin".to_string()], now)
+        .unwrap();
+    assert_eq!(kid_of(&new), next.kid);
+    assert_eq!(filter_outcome(&cached, &new, &["EdDSA"]), Outcome::Allowed);
+    assert_eq!(filter_outcome(&cached, &old, &["EdDSA"]), Outcome::Allowed);
+    // The old key stays published while its tokens live, counted from its retirement.
+    app.state.issuer.load(&app.store, now + 121).await.unwrap();
+    let jwks = app.get_json("/.well-known/jwks.json").await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+}
+
+#[tokio::test]
 async fn hs256_mode_publishes_no_key() {
     let app = TestApp::spawn(Options::default()).await;
     let jwks = app.get_json("/.well-known/jwks.json").await;

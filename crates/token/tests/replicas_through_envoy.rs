@@ -252,7 +252,7 @@ async fn two_replicas_on_postgres_act_as_one_service() {
 
     // A key rotation (the CLI, on the shared database) is served by both replicas, and
     // the edge accepts tokens signed with it by either.
-    run_cli(&db, &["keys", "rotate", "--alg", "EdDSA"], "");
+    run_cli(&db, &["keys", "rotate", "--alg", "EdDSA", "--now"], "");
     let rotated = Instant::now();
     let mut new_kid = String::new();
     for replica in [&a, &b] {
