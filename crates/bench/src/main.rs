@@ -10,6 +10,7 @@
 mod keys;
 mod replicas;
 mod report;
+mod revocation_sync;
 mod setups;
 mod token_service;
 mod wrk;
@@ -63,6 +64,8 @@ enum Part {
     Filters,
     /// The token service: SQLite, then PostgreSQL with one and two replicas.
     TokenService,
+    /// The revocation set's per-tick cost on a worker, before and after.
+    Revocation,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,8 +73,9 @@ fn main() -> anyhow::Result<()> {
     if args.smoke {
         (args.rounds, args.seconds, args.token_seconds, args.replica_rounds) = (1, 1, 1, 1);
     }
-    let filters = args.only != Some(Part::TokenService);
-    let token_part = !args.skip_token && args.only != Some(Part::Filters);
+    let filters = args.only.is_none_or(|p| p == Part::Filters);
+    let token_part = !args.skip_token && args.only.is_none_or(|p| p == Part::TokenService);
+    let revocation_part = args.only.is_none_or(|p| p == Part::Revocation);
     if token_part {
         // Fail now rather than after the filters' quarter of an hour.
         replicas::server_url()?;
@@ -114,6 +118,14 @@ fn main() -> anyhow::Result<()> {
         None
     };
 
+    let revocation = revocation_part.then(|| {
+        println!(
+            "bench: the revocation set in step across workers, {} entries",
+            revocation_sync::ENTRIES
+        );
+        revocation_sync::measure(if args.smoke { 3 } else { 25 })
+    });
+
     let ctx = report::Context_ {
         command: if args.smoke {
             "make bench-smoke"
@@ -143,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         &figures,
         token.as_ref().map(|(sqlite, _)| sqlite),
         token.as_ref().map(|(_, postgres)| postgres),
+        revocation.as_ref(),
     );
     println!("\n{section}");
     report::write_markdown(&out_dir.join("benchmarks.md"), &section)?;
