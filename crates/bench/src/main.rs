@@ -118,13 +118,15 @@ fn main() -> anyhow::Result<()> {
         None
     };
 
-    let revocation = revocation_part.then(|| {
+    let revocation = if revocation_part {
         println!(
             "bench: the revocation set in step across workers, {} entries",
             revocation_sync::ENTRIES
         );
-        revocation_sync::measure(if args.smoke { 3 } else { 25 })
-    });
+        Some(revocation_sync::measure(if args.smoke { 3 } else { 25 })?)
+    } else {
+        None
+    };
 
     let ctx = report::Context_ {
         command: if args.smoke {

@@ -54,7 +54,7 @@ pub struct SyncFigures {
     pub snapshot_bytes: usize,
 }
 
-fn page(reset: bool, cursor: u64, from: usize, n: usize) -> Page {
+fn page(reset: bool, cursor: u64, from: usize, n: usize) -> anyhow::Result<Page> {
     let entries: Vec<String> = (from..from + n)
         .map(|i| {
             if i % 10 == 0 {
@@ -71,7 +71,7 @@ fn page(reset: bool, cursor: u64, from: usize, n: usize) -> Page {
         r#"{{"feed":"f","cursor":{cursor},"reset":{reset},"entries":[{}]}}"#,
         entries.join(",")
     );
-    Page::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    Page::parse(body.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn median_us(mut samples: Vec<f64>) -> f64 {
@@ -85,37 +85,34 @@ fn time(mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
-pub fn measure(rounds: usize) -> SyncFigures {
-    let full = page(true, 1, 0, ENTRIES);
+pub fn measure(rounds: usize) -> anyhow::Result<SyncFigures> {
+    let full = page(true, 1, 0, ENTRIES)?;
     let mut base = RevocationSet::default();
     base.apply_page(&full, LIMITS.horizon, LIMITS.max_entries);
     let snapshot = base.to_page();
 
     // Before: every good poll changed the shared copy, so every worker parsed it all.
-    let before_worker = median_us(
-        (0..rounds)
-            .map(|_| {
-                time(|| {
-                    let mut set = RevocationSet::default();
-                    let page = Page::parse(&snapshot).unwrap_or_else(|e| panic!("{e}"));
-                    set.apply_page(&page, LIMITS.horizon, LIMITS.max_entries);
-                    std::hint::black_box(&set);
-                })
-            })
-            .collect(),
-    );
-    let before_poller = median_us(
-        (0..rounds)
-            .map(|r| {
-                let delta = page(false, 2 + r as u64, ENTRIES + r * NEW_PER_POLL, NEW_PER_POLL);
-                time(|| {
-                    let mut next = base.clone();
-                    next.apply_page(&delta, LIMITS.horizon, LIMITS.max_entries);
-                    std::hint::black_box(next.to_page());
-                })
-            })
-            .collect(),
-    );
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        samples.push(time(|| {
+            let mut set = RevocationSet::default();
+            if let Ok(page) = Page::parse(&snapshot) {
+                set.apply_page(&page, LIMITS.horizon, LIMITS.max_entries);
+            }
+            std::hint::black_box(&set);
+        }));
+    }
+    let before_worker = median_us(samples);
+    let mut samples = Vec::new();
+    for r in 0..rounds {
+        let delta = page(false, 2 + r as u64, ENTRIES + r * NEW_PER_POLL, NEW_PER_POLL)?;
+        samples.push(time(|| {
+            let mut next = base.clone();
+            next.apply_page(&delta, LIMITS.horizon, LIMITS.max_entries);
+            std::hint::black_box(next.to_page());
+        }));
+    }
+    let before_poller = median_us(samples);
 
     // After: the poller publishes a delta (and every 8 versions a snapshot); a worker
     // reads the head, and the delta when there is one.
@@ -130,7 +127,7 @@ pub fn measure(rounds: usize) -> SyncFigures {
     worker.adopt(&shared, &keys, LIMITS);
     let (mut idle, mut change, mut polls) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds.max(16) {
-        let delta = page(false, 2 + r as u64, ENTRIES + r * NEW_PER_POLL, NEW_PER_POLL);
+        let delta = page(false, 2 + r as u64, ENTRIES + r * NEW_PER_POLL, NEW_PER_POLL)?;
         polls.push(time(|| {
             poller.set.apply_page(&delta, LIMITS.horizon, LIMITS.max_entries);
             poller.publish(&shared, &keys, Change::Delta(&delta), NOW);
@@ -144,10 +141,12 @@ pub fn measure(rounds: usize) -> SyncFigures {
             worker.adopt(&shared, &keys, LIMITS);
         }));
     }
-    assert_eq!(worker.set, poller.set, "the worker followed the poller");
+    if worker.set != poller.set {
+        anyhow::bail!("the worker did not follow the poller");
+    }
     // The poller's cost averaged over the polls (a snapshot is written every eighth).
     let after_poller = polls.iter().sum::<f64>() / polls.len() as f64;
-    SyncFigures {
+    Ok(SyncFigures {
         before_idle_us: before_worker,
         before_change_us: before_worker,
         before_poller_us: before_poller,
@@ -155,5 +154,5 @@ pub fn measure(rounds: usize) -> SyncFigures {
         after_change_us: median_us(change),
         after_poller_us: after_poller,
         snapshot_bytes: snapshot.len(),
-    }
+    })
 }
