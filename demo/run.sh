@@ -71,7 +71,12 @@ ready() {
     curl -sf -o /dev/null http://127.0.0.1:8080/readyz &&
     curl -sf -o /dev/null http://127.0.0.1:9901/ready &&
     curl -sf -o /dev/null http://127.0.0.1:10000/healthz &&
+    revocations_loaded &&
     { [ "$keys" = hs256 ] || keys_loaded; }
+}
+# Until its first good poll of the revocation feed the filter answers tokens with 503.
+revocations_loaded() {
+  curl -sf "http://127.0.0.1:9901/stats?filter=gatehouse.revocation.poll_ok" | grep -q ': [1-9]'
 }
 # With DEMO_KEYS=eddsa, ready once Envoy's filter has fetched the JWKS.
 keys_loaded() {
