@@ -279,14 +279,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = update_user(&mut tx, SET_HASH, username, hash, now).await?;
-        revoke_everything(
-            &mut tx,
-            id,
-            username,
-            (now, self.revocation_time(now)),
-            access_ttl_seconds,
-        )
-        .await?;
+        self.revoke_everything(&mut tx, id, username, now, access_ttl_seconds)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -305,14 +299,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let id = update_user(&mut tx, SET_DISABLED, username, disabled, now).await?;
         if disabled {
-            revoke_everything(
-                &mut tx,
-                id,
-                username,
-                (now, self.revocation_time(now)),
-                access_ttl_seconds,
-            )
-            .await?;
+            self.revoke_everything(&mut tx, id, username, now, access_ttl_seconds)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -330,14 +318,8 @@ impl Store {
         let (user, _) = lock_user(&mut tx, UserKey::Name(username))
             .await?
             .ok_or_else(|| StoreError::NoSuchUser(username.to_string()))?;
-        revoke_everything(
-            &mut tx,
-            user.id,
-            username,
-            (now, self.revocation_time(now)),
-            access_ttl_seconds,
-        )
-        .await?;
+        self.revoke_everything(&mut tx, user.id, username, now, access_ttl_seconds)
+            .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -767,18 +749,21 @@ async fn lock_user(tx: &mut Tx<'_>, key: UserKey<'_>) -> Result<Option<(User, St
         .transpose()
 }
 
-/// Every token of the user, under the user's lock: the refresh tokens here, and the
-/// access tokens at the edge (a subject revocation covering the longest an access
-/// token lives).
-async fn revoke_everything(
-    tx: &mut Tx<'_>,
-    user_id: i64,
-    username: &str,
-    (now, revoke_at): (i64, i64),
-    access_ttl_seconds: i64,
-) -> Result<(), StoreError> {
-    revoke_user_tokens(tx, user_id, now).await?;
-    revocations::revoke_subject(tx, username, revoke_at, access_ttl_seconds).await
+impl Store {
+    /// Every token of the user, under the user's lock: the refresh tokens here, and the
+    /// access tokens at the edge (a subject revocation covering the longest an access
+    /// token lives), from the time the lock is held ([`Store::revocation_time`]).
+    async fn revoke_everything(
+        &self,
+        tx: &mut Tx<'_>,
+        user_id: i64,
+        username: &str,
+        now: i64,
+        access_ttl_seconds: i64,
+    ) -> Result<(), StoreError> {
+        revoke_user_tokens(tx, user_id, now).await?;
+        revocations::revoke_subject(tx, username, self.revocation_time(now), access_ttl_seconds).await
+    }
 }
 
 async fn revoke_user_tokens(tx: &mut Tx<'_>, user_id: i64, now: i64) -> Result<(), StoreError> {
