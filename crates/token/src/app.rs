@@ -152,7 +152,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 async fn jwks(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=60")],
-        Json(state.issuer.jwks().as_ref().clone()),
+        Json(
+            state
+                .issuer
+                .published_jwks(&state.store, unix_now())
+                .await
+                .as_ref()
+                .clone(),
+        ),
     )
 }
 

@@ -2,6 +2,7 @@
 //! access tokens that come back ([`Issuer::verify_access`]).
 
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use chrono::{TimeZone, Utc};
@@ -10,7 +11,7 @@ use jwt_compact::Claims;
 use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::secret::SecretKey;
 use crate::signing::{generate, unseal_signer, Signer, SigningAlg, SigningError};
@@ -19,12 +20,19 @@ use crate::store::Store;
 mod verify;
 pub use verify::{AccessError, VerifiedAccess};
 
+/// How old the published keys may be when `/.well-known/jwks.json` answers: a flood
+/// of JWKS requests costs the store at most this many reads per second and replica.
+pub const JWKS_READ_EVERY: Duration = Duration::from_millis(200);
+
 /// What goes into every access token besides the user, and the key that signs it.
 pub struct Issuer {
     secret: SecretKey,
     alg: SigningAlg,
     signer: RwLock<Arc<Signer>>,
     jwks: RwLock<Arc<Value>>,
+    /// When the published keys were last read from the store (see
+    /// [`Issuer::published_jwks`]); the lock makes concurrent readers share one read.
+    jwks_read_at: tokio::sync::Mutex<Option<Instant>>,
     pub issuer: String,
     pub audience: String,
     pub access_ttl_seconds: i64,
@@ -48,6 +56,7 @@ impl Issuer {
             alg: SigningAlg::Hs256,
             signer: RwLock::new(Arc::new(Signer::hs256(secret))),
             jwks: RwLock::new(Arc::new(json!({"keys": []}))),
+            jwks_read_at: tokio::sync::Mutex::new(None),
             issuer,
             audience,
             access_ttl_seconds,
@@ -118,8 +127,13 @@ impl Issuer {
             }
             info!(kid = %current_kid, "signing with key");
         }
+        self.publish(&keys, now);
+        Ok(())
+    }
+
+    /// Every key that signs, will sign, or signed tokens that may still be alive.
+    fn publish(&self, keys: &[crate::store::StoredKey], now: i64) {
         let window = self.publish_window();
-        // Every key that signs, will sign, or signed tokens that may still be alive.
         let published: Vec<Value> = keys
             .iter()
             .filter(|k| k.retired_at.is_none_or(|r| r.saturating_add(window) > now))
@@ -128,7 +142,48 @@ impl Issuer {
         if let Ok(mut slot) = self.jwks.write() {
             *slot = Arc::new(json!({ "keys": published }));
         }
-        Ok(())
+    }
+
+    /// The public keys for `/.well-known/jwks.json`, with any key the store holds
+    /// that signs now or will (read when the copy is older than [`JWKS_READ_EVERY`]).
+    /// Replicas reload their keys every second, so without this a verifier that
+    /// refetches the JWKS for a token's unknown `kid` (the Gatehouse filter does, at
+    /// once) could reach a replica that has not yet seen the key another replica
+    /// signed that token with (`keys rotate --now`), and refuse the token until its
+    /// next refetch. Keys are only added here; which key signs, and which retired key
+    /// is no longer published, change on the reload.
+    pub async fn published_jwks(&self, store: &Store, now: i64) -> Arc<Value> {
+        if self.alg != SigningAlg::Hs256 {
+            let mut read_at = self.jwks_read_at.lock().await;
+            if read_at.is_none_or(|t| t.elapsed() >= JWKS_READ_EVERY) {
+                match store.signing_keys().await {
+                    Ok(keys) => {
+                        self.add_signing_keys(&keys, now);
+                        *read_at = Some(Instant::now());
+                    }
+                    // The copy is still good, at most a reload old.
+                    Err(e) => warn!(error = %e, "could not read the signing keys for the JWKS"),
+                }
+            }
+        }
+        self.jwks()
+    }
+
+    /// Adds to the published set the keys that sign at `now` or later and are not in it.
+    fn add_signing_keys(&self, keys: &[crate::store::StoredKey], now: i64) {
+        // Under the write lock: a reload publishing meanwhile is not undone.
+        let Ok(mut slot) = self.jwks.write() else { return };
+        let mut published = slot["keys"].as_array().cloned().unwrap_or_default();
+        let missing: Vec<Value> = keys
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|r| r > now))
+            .filter(|k| !published.iter().any(|p| p["kid"] == k.kid.as_str()))
+            .filter_map(|k| serde_json::from_str(&k.public_jwk).ok())
+            .collect();
+        if !missing.is_empty() {
+            published.extend(missing);
+            *slot = Arc::new(json!({ "keys": published }));
+        }
     }
 
     pub fn signer(&self) -> Arc<Signer> {

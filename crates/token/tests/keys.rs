@@ -186,6 +186,50 @@ async fn a_rotated_key_is_published_before_it_signs() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
 }
 
+/// Replicas reload their keys every second; a replica that has not reloaded since
+/// another one (or the CLI) made a key current must still publish it, or a verifier
+/// refetching the JWKS for a token's unknown `kid` may land on it and refuse the token
+/// (a clean-clone CI run under load: `replicas_through_envoy` got 401 for a token
+/// signed with the new key). This app stands for the replica that has not reloaded.
+#[tokio::test]
+async fn a_key_made_current_elsewhere_is_published_before_this_replica_reloads() {
+    let app = TestApp::spawn(Options {
+        signing_alg: SigningAlg::EdDsa,
+        ..Options::default()
+    })
+    .await;
+    let before = app.get_json("/.well-known/jwks.json").await;
+    assert_eq!(before["keys"].as_array().unwrap().len(), 1, "{before}");
+    let secret = gatehouse_token::secret::parse(Some(SECRET)).unwrap();
+    let next = generate(SigningAlg::EdDsa, &secret).unwrap();
+    app.store.rotate_signing_key(&next, unix_now()).await.unwrap();
+    // No issuer.load here: the reloader of this replica has not run yet. The JWKS copy
+    // is older than a read may be (JWKS_READ_EVERY), so the next request reads the store.
+    tokio::time::sleep(gatehouse_token::issue::JWKS_READ_EVERY).await;
+    let jwks = app.get_json("/.well-known/jwks.json").await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(kids.contains(&next.kid.as_str()), "{jwks}");
+    assert_eq!(kids.len(), 2, "the old key's tokens are still alive: {jwks}");
+    let signed_elsewhere = {
+        let other = gatehouse_token::issue::Issuer::new(&secret, ISSUER.into(), "api".into(), 1800)
+            .with_alg(SigningAlg::EdDsa);
+        other.load(&app.store, unix_now()).await.unwrap();
+        other
+            .access_token("alice", &["admin".to_string()], unix_now())
+            .unwrap()
+    };
+    assert_eq!(kid_of(&signed_elsewhere), next.kid);
+    assert_eq!(
+        filter_outcome(&jwks, &signed_elsewhere, &["EdDSA"]),
+        Outcome::Allowed
+    );
+}
+
 #[tokio::test]
 async fn hs256_mode_publishes_no_key() {
     let app = TestApp::spawn(Options::default()).await;
