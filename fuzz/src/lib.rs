@@ -2,7 +2,7 @@
 //!
 //! The policies are compiled with the filter's own `config::compile`, the tokens are
 //! signed with keys fixed here. The oracles check a verified token against what the
-//! README promises, computed independently of `gatehouse::token`: the signature with
+//! docs promise, computed independently of `gatehouse::token`: the signature with
 //! the raw algorithm (HMAC recomputed, or the JWKS key's primitive verify), the header
 //! parameters, and every claim rule with `serde_json` values. A broken promise is a
 //! panic, which libFuzzer reports as a crash.
@@ -243,7 +243,7 @@ fn timestamp(v: &Value) -> Option<i64> {
 }
 
 /// Panics unless `token`, which `gatehouse::token::verify` accepted at `now` under
-/// `fx`, is what the README says may pass: a good signature by a configured key under
+/// `fx`, is what docs/configuration.md says may pass: a good signature by a configured key under
 /// an accepted algorithm, no refused header parameter, and every claim rule.
 pub fn check_verified(fx: &Fixture, token: &str, v: &VerifiedToken, now: i64) {
     let fail = |why: &str| -> ! { panic!("[{}] accepted a token that {why}: {token:?} -> {v:?}", fx.name) };

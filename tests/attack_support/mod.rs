@@ -250,7 +250,7 @@ fn check_counters(demo: &DemoTopology, before: &BTreeMap<String, u64>, outcomes:
 }
 
 /// Prints the rows as Markdown (`| label | request | hardened | filter alone |`), for
-/// SECURITY.md; visible with `--no-capture` and on failure.
+/// docs/attacks.md; visible with `--no-capture` and on failure.
 pub fn print_table(test: &str, rows: &[Row], hardened: &[Outcome], alone: Option<&[Outcome]>) {
     println!("\n{test}: | row | sent | hardened | filter alone |");
     for (i, row) in rows.iter().enumerate() {

@@ -4,7 +4,7 @@
 //! secrets and leaks into the log. Every refusal is paired with the request that is
 //! accepted, so a service that refused everything would fail too.
 //!
-//! Already covered elsewhere (SECURITY.md maps every case to its test): the timing
+//! Already covered elsewhere (docs/attacks.md maps every case to its test): the timing
 //! of unknown user vs wrong password (`api.rs`
 //! `unknown_user_and_wrong_password_take_the_same_time`), the basic malformed-request
 //! table (`api.rs` `malformed_requests_are_refused_before_any_hashing`), crashes
@@ -1148,7 +1148,7 @@ fn import_users(db: &std::path::Path, prefix: &str, n: usize, password: &str) {
 }
 
 /// Made by pwdlib 0.3.1 exactly as the FastAPI guide does (m=64 MiB, t=3, p=4), of
-/// "correct horse battery staple": the README's migration path for existing users.
+/// "correct horse battery staple": the migration path of docs/token-service.md for existing users.
 const PWDLIB_HASH: &str =
     "$argon2id$v=19$m=65536,t=3,p=4$esBNOrDdi/dFiaZHCeC+iw$1gUH3tc5v37aFs8dt8uvvPi2v0ehMBxtqMAZ5lpBmPg";
 
