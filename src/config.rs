@@ -11,9 +11,11 @@ use serde::Deserialize;
 
 use crate::hs256::Hs256Key;
 use crate::keys::{parse_jwks, AsymAlg, KeySet};
+use crate::outcome::Denials;
 use crate::path::{canonical_method, canonical_path};
-use crate::policy::{PathPattern, Requirement, Routes, Rule, Segment};
+use crate::policy::{Forward, Policy, RemoteJwks, RevocationFeed, TokenPolicy};
 use crate::revocation::BeforeFirstPoll;
+use crate::routes::{PathPattern, Requirement, Routes, Rule, Segment};
 
 /// The signature algorithms Gatehouse can verify. The configuration must name the
 /// ones it accepts; the token's `alg` is only ever compared with that list.
@@ -224,80 +226,6 @@ mod defaults {
     }
 }
 
-/// Everything the filter needs to decide, compiled from the configuration.
-pub struct Policy {
-    pub token: TokenPolicy,
-    pub routes: Routes,
-    pub forward: Forward,
-    /// `Bearer realm="..."`, the start of every `WWW-Authenticate` we send.
-    pub challenge: String,
-    /// Verified tokens kept per worker; 0 switches the cache off.
-    pub token_cache_entries: usize,
-    /// Largest form body read for a `_method` field (where one would change the rules).
-    pub max_form_body_bytes: usize,
-    /// The public keys of an inline JWKS (empty without asymmetric algorithms, and
-    /// until the first fetch with a remote one).
-    pub inline_keys: std::rc::Rc<KeySet>,
-    /// Where to fetch the JWKS from, if it is remote.
-    pub jwks_remote: Option<RemoteJwks>,
-    /// The token service's revocation feed, if revocation is on.
-    pub revocation: Option<RevocationFeed>,
-}
-
-/// The revocation feed behind an Envoy cluster, polled on a timer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevocationFeed {
-    pub cluster: String,
-    /// Without a query: the cursor is appended.
-    pub path: String,
-    pub authority: String,
-    pub poll_seconds: i64,
-    pub timeout_ms: u64,
-    /// Refuse tokens (503) once the last good poll is older than this; `None` keeps
-    /// serving with the last set.
-    pub max_stale_seconds: Option<i64>,
-    pub max_entries: usize,
-    pub before_first_poll: BeforeFirstPoll,
-}
-
-/// A JWKS behind an Envoy cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteJwks {
-    pub cluster: String,
-    pub path: String,
-    pub authority: String,
-    pub refresh_seconds: i64,
-    pub timeout_ms: u64,
-    /// Least time between two fetches caused by unknown `kid`s.
-    pub min_refetch_seconds: i64,
-}
-
-/// How tokens are verified.
-pub struct TokenPolicy {
-    pub issuer: String,
-    /// Empty: `aud` is not checked. Otherwise the token must name one of these.
-    pub audiences: Vec<String>,
-    /// The HS256 key, when `HS256` is accepted.
-    pub hs256_key: Option<Hs256Key>,
-    /// Accepted asymmetric algorithms; their keys come from [`Policy::inline_keys`].
-    pub asymmetric: Vec<AsymAlg>,
-    pub clock_skew_seconds: i64,
-    pub max_lifetime_seconds: i64,
-    pub max_token_bytes: usize,
-    pub roles_claim: String,
-}
-
-/// What goes upstream once a token is verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
-    /// Lower-case; every incoming header under it is removed before ours are set.
-    pub header_prefix: String,
-    /// (claim name, full header name), in a stable order.
-    pub claims: Vec<(String, String)>,
-    /// Whether the `Authorization` header goes upstream on protected routes.
-    pub authorization: bool,
-}
-
 /// A configuration error: the field it is about and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -380,6 +308,8 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
     let no_match = compile_require(&raw.no_match, "no_match")?;
     let forward = compile_forward(&raw.forward, &raw.roles_claim)?;
     let revocation = raw.revocation.as_ref().map(compile_revocation).transpose()?;
+    let routes = Routes { rules, no_match };
+    let challenge = format!("Bearer realm=\"{}\"", raw.realm);
 
     Ok(Policy {
         token: TokenPolicy {
@@ -392,9 +322,10 @@ pub fn compile(json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Poli
             max_token_bytes: usize::try_from(raw.max_token_bytes).unwrap_or(usize::MAX),
             roles_claim: raw.roles_claim,
         },
-        routes: Routes { rules, no_match },
+        denials: Denials::new(&challenge, &routes),
+        routes,
         forward,
-        challenge: format!("Bearer realm=\"{}\"", raw.realm),
+        challenge,
         token_cache_entries: usize::try_from(raw.token_cache.max_entries).unwrap_or(usize::MAX),
         max_form_body_bytes: usize::try_from(raw.max_form_body_bytes).unwrap_or(usize::MAX),
         inline_keys: std::rc::Rc::new(inline_keys),
@@ -751,7 +682,7 @@ fn compile_forward(raw: &RawForward, roles_claim: &str) -> Result<Forward, Confi
 mod tests {
     use super::*;
 
-    pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+    use gatehouse_testkit::SECRET;
 
     fn env(name: &str) -> Option<String> {
         (name == "SECRET_KEY").then(|| SECRET.to_string())

@@ -1,248 +1,21 @@
 //! One request in, one decision out: [`decide`] is a pure function of the compiled
-//! policy, the method, the path, the headers and the time. [`Reason`] is the one place
-//! where a failure becomes a status, an RFC 6750 error and a counter name.
+//! policy, the method, the path, the headers and the time. The table of outcomes
+//! ([`crate::outcome`]) says what each refusal answers and how it is counted.
 
 use serde_json::Value;
 
 use std::rc::Rc;
 
 use crate::cache::TokenCache;
-use crate::config::Policy;
 use crate::form_override::{body_methods, form_kind};
 use crate::keys::KeySet;
 use crate::path::{canonical_method, canonical_path};
-use crate::policy::{is_method_override_header, request_methods, Requirement};
+use crate::policy::Policy;
 use crate::revocation::{Revocations, Unusable};
+use crate::routes::{is_method_override_header, request_methods, Requirement};
 use crate::token::{verify, VerifiedToken};
 
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    MissingToken,
-    AuthorizationRepeated,
-    AuthorizationMalformed,
-    BadMethod,
-    AmbiguousPath,
-    TokenTooLarge,
-    Malformed,
-    /// No JWKS key has the token's `kid`.
-    UnknownKey,
-    /// No JWKS was loaded yet: the answer is 503, not 401.
-    NoKeys,
-    HeaderRefused,
-    Algorithm,
-    Signature,
-    Expired,
-    NotYetValid,
-    IssuedInFuture,
-    Lifetime,
-    Issuer,
-    Audience,
-    Claims,
-    Unforwardable,
-    Forbidden,
-    Closed,
-    /// The token service revoked the token (or every token of its subject).
-    Revoked,
-    /// Revocation is bounded and the set is older than the bound: 503.
-    RevocationStale,
-    /// No revocation set was loaded yet (and the configuration says to wait): 503.
-    RevocationUnloaded,
-    /// A form body that must be read for `_method` is larger than allowed: 413.
-    BodyTooLarge,
-    /// A form body that must be read for `_method` cannot be: 400.
-    UnreadableBody,
-}
-
-/// What happened to a request, one counter each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    AllowedPublic,
-    Allowed,
-    Denied(Reason),
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 29] = [
-        Outcome::AllowedPublic,
-        Outcome::Allowed,
-        Outcome::Denied(Reason::MissingToken),
-        Outcome::Denied(Reason::AuthorizationRepeated),
-        Outcome::Denied(Reason::AuthorizationMalformed),
-        Outcome::Denied(Reason::BadMethod),
-        Outcome::Denied(Reason::AmbiguousPath),
-        Outcome::Denied(Reason::TokenTooLarge),
-        Outcome::Denied(Reason::Malformed),
-        Outcome::Denied(Reason::UnknownKey),
-        Outcome::Denied(Reason::NoKeys),
-        Outcome::Denied(Reason::HeaderRefused),
-        Outcome::Denied(Reason::Algorithm),
-        Outcome::Denied(Reason::Signature),
-        Outcome::Denied(Reason::Expired),
-        Outcome::Denied(Reason::NotYetValid),
-        Outcome::Denied(Reason::IssuedInFuture),
-        Outcome::Denied(Reason::Lifetime),
-        Outcome::Denied(Reason::Issuer),
-        Outcome::Denied(Reason::Audience),
-        Outcome::Denied(Reason::Claims),
-        Outcome::Denied(Reason::Unforwardable),
-        Outcome::Denied(Reason::Forbidden),
-        Outcome::Denied(Reason::Closed),
-        Outcome::Denied(Reason::Revoked),
-        Outcome::Denied(Reason::RevocationStale),
-        Outcome::Denied(Reason::RevocationUnloaded),
-        Outcome::Denied(Reason::BodyTooLarge),
-        Outcome::Denied(Reason::UnreadableBody),
-    ];
-
-    /// Position in [`Outcome::ALL`].
-    pub fn index(self) -> usize {
-        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
-    }
-
-    /// The counter's name; Envoy shows it as `wasmcustom.<name>`.
-    pub fn metric_name(self) -> &'static str {
-        match self {
-            Outcome::AllowedPublic => "gatehouse.allowed.public",
-            Outcome::Allowed => "gatehouse.allowed.token",
-            Outcome::Denied(reason) => reason.metric_name(),
-        }
-    }
-}
-
-/// A refusal, ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    pub reason: Reason,
-    pub status: u32,
-    pub www_authenticate: Option<String>,
-    /// Seconds for `Retry-After` (503 before any key was loaded).
-    pub retry_after: Option<u32>,
-    /// `{"error": ..., "error_description": ...}`
-    pub body: String,
-}
-
-impl Reason {
-    /// The HTTP status and the `error` code (RFC 6750 §3.1 where one applies).
-    fn status_and_error(self) -> (u32, &'static str) {
-        use Reason::*;
-        match self {
-            MissingToken => (401, "unauthorized"),
-            AuthorizationRepeated | AuthorizationMalformed | BadMethod | AmbiguousPath | UnreadableBody => {
-                (400, "invalid_request")
-            }
-            BodyTooLarge => (413, "invalid_request"),
-            NoKeys | RevocationStale | RevocationUnloaded => (503, "temporarily_unavailable"),
-            TokenTooLarge | Malformed | UnknownKey | HeaderRefused | Algorithm | Signature | Expired
-            | NotYetValid | IssuedInFuture | Lifetime | Issuer | Audience | Claims | Unforwardable
-            | Revoked => (401, "invalid_token"),
-            Forbidden => (403, "insufficient_scope"),
-            Closed => (403, "access_denied"),
-        }
-    }
-
-    /// A short, fixed description: never the token, a claim value or a key.
-    pub fn description(self) -> &'static str {
-        use Reason::*;
-        match self {
-            MissingToken => "a Bearer token is required",
-            AuthorizationRepeated => "more than one Authorization header",
-            AuthorizationMalformed => "the Authorization header must be 'Bearer <token>'",
-            BadMethod => "the request method is not valid",
-            AmbiguousPath => "the request path is ambiguous",
-            TokenTooLarge => "the token is too large",
-            Malformed => "the token is malformed",
-            UnknownKey => "the token's signing key is unknown",
-            NoKeys => "the signing keys are not loaded yet",
-            HeaderRefused => "the token header has a parameter that is not accepted",
-            Algorithm => "the token algorithm is not accepted",
-            Signature => "the token signature is invalid",
-            Expired => "the token has expired",
-            NotYetValid => "the token is not valid yet",
-            IssuedInFuture => "the token was issued in the future",
-            Lifetime => "the token lifetime is too long",
-            Issuer => "the token issuer is not accepted",
-            Audience => "the token audience is not accepted",
-            Claims => "the token claims are invalid",
-            Unforwardable => "a token claim cannot be forwarded safely",
-            Forbidden => "the token lacks a required role",
-            Closed => "this route is closed",
-            Revoked => "the token has been revoked",
-            RevocationStale => "the revocation list is out of date",
-            RevocationUnloaded => "the revocation list is not loaded yet",
-            BodyTooLarge => "the form body is too large to check for a method override",
-            UnreadableBody => "the form body cannot be read to check for a method override",
-        }
-    }
-
-    fn metric_name(self) -> &'static str {
-        use Reason::*;
-        match self {
-            MissingToken => "gatehouse.denied.missing_token",
-            AuthorizationRepeated => "gatehouse.denied.authorization_repeated",
-            AuthorizationMalformed => "gatehouse.denied.authorization_malformed",
-            BadMethod => "gatehouse.denied.bad_method",
-            AmbiguousPath => "gatehouse.denied.ambiguous_path",
-            TokenTooLarge => "gatehouse.denied.token_too_large",
-            Malformed => "gatehouse.denied.malformed",
-            UnknownKey => "gatehouse.denied.unknown_key",
-            NoKeys => "gatehouse.denied.no_keys",
-            HeaderRefused => "gatehouse.denied.header_refused",
-            Algorithm => "gatehouse.denied.algorithm",
-            Signature => "gatehouse.denied.signature",
-            Expired => "gatehouse.denied.expired",
-            NotYetValid => "gatehouse.denied.not_yet_valid",
-            IssuedInFuture => "gatehouse.denied.issued_in_future",
-            Lifetime => "gatehouse.denied.lifetime",
-            Issuer => "gatehouse.denied.issuer",
-            Audience => "gatehouse.denied.audience",
-            Claims => "gatehouse.denied.claims",
-            Unforwardable => "gatehouse.denied.unforwardable",
-            Forbidden => "gatehouse.denied.forbidden",
-            Closed => "gatehouse.denied.closed",
-            Revoked => "gatehouse.denied.revoked",
-            RevocationStale => "gatehouse.denied.revocation_stale",
-            RevocationUnloaded => "gatehouse.denied.revocation_unloaded",
-            BodyTooLarge => "gatehouse.denied.body_too_large",
-            UnreadableBody => "gatehouse.denied.unreadable_body",
-        }
-    }
-
-    /// The answer for this reason. `challenge` is `Bearer realm="..."`; `scope` names
-    /// the roles a 403 wanted.
-    pub fn denial(self, challenge: &str, scope: &[String]) -> Denial {
-        let (status, error) = self.status_and_error();
-        let description = self.description();
-        let www_authenticate = match self {
-            Reason::Closed
-            | Reason::NoKeys
-            | Reason::RevocationStale
-            | Reason::RevocationUnloaded
-            | Reason::BodyTooLarge => None,
-            // RFC 6750 §3.1: no error code when no credentials were presented.
-            Reason::MissingToken => Some(challenge.to_string()),
-            Reason::Forbidden if !scope.is_empty() => Some(format!(
-                "{challenge}, error=\"{error}\", error_description=\"{description}\", scope=\"{}\"",
-                scope.join(" ")
-            )),
-            _ => Some(format!(
-                "{challenge}, error=\"{error}\", error_description=\"{description}\""
-            )),
-        };
-        let body = serde_json::json!({"error": error, "error_description": description}).to_string();
-        Denial {
-            reason: self,
-            status,
-            www_authenticate,
-            retry_after: matches!(
-                self,
-                Reason::NoKeys | Reason::RevocationStale | Reason::RevocationUnloaded
-            )
-            .then_some(5),
-            body,
-        }
-    }
-}
+pub use crate::outcome::{Denial, Outcome, Reason};
 
 /// What a worker keeps between requests: the keys in use (from the configuration or
 /// a JWKS fetch), its cache of verified tokens, and the revoked tokens it knows.
@@ -298,7 +71,7 @@ pub enum Decision<'a> {
         /// Header names to set, replacing any value a client sent.
         set: Vec<(&'a str, String)>,
     },
-    Deny(Denial),
+    Deny(&'a Denial),
 }
 
 impl Decision<'_> {
@@ -324,7 +97,7 @@ pub fn decide<'a>(
     match decide_with_body(policy, runtime, method, path, headers, Body::None, now) {
         Ok(decision) => decision,
         // Asked for only while a body is coming, which it is not here.
-        Err(ReadBody) => Decision::Deny(Reason::UnreadableBody.denial(&policy.challenge, &[])),
+        Err(ReadBody) => Decision::Deny(policy.denials.get(Reason::UnreadableBody)),
     }
 }
 
@@ -340,7 +113,7 @@ pub fn decide_with_body<'a>(
     body: Body<'_>,
     now: i64,
 ) -> Result<Decision<'a>, ReadBody> {
-    let deny = |reason: Reason| Ok(Decision::Deny(reason.denial(&policy.challenge, &[])));
+    let deny = |reason: Reason| Ok(Decision::Deny(policy.denials.get(reason)));
 
     let overrides = headers
         .iter()
@@ -389,7 +162,7 @@ fn decide_readings<'a>(
     headers: &'a [(String, Vec<u8>)],
     now: i64,
 ) -> Decision<'a> {
-    let deny = |reason: Reason| Decision::Deny(reason.denial(&policy.challenge, &[]));
+    let deny = |reason: Reason| Decision::Deny(policy.denials.get(reason));
     let matched = policy.routes.lookup(path, methods);
     if matched.iter().any(|m| *m.require == Requirement::Deny) {
         return deny(Reason::Closed);
@@ -432,12 +205,8 @@ fn decide_readings<'a>(
             return deny(Reason::Revoked);
         }
     }
-    if let Some(unmet) = matched
-        .iter()
-        .map(|m| m.require)
-        .find(|r| !r.allows(&verified.roles))
-    {
-        return Decision::Deny(Reason::Forbidden.denial(&policy.challenge, unmet.roles()));
+    if let Some(unmet) = matched.iter().find(|m| !m.require.allows(&verified.roles)) {
+        return Decision::Deny(policy.denials.forbidden(unmet.rule));
     }
     let set = match identity_headers(policy, &verified) {
         Some(set) => set,
@@ -613,7 +382,7 @@ mod tests {
             NOW,
         );
         let denial = match &d {
-            Decision::Deny(x) => Some(x.clone()),
+            Decision::Deny(x) => Some((*x).clone()),
             Decision::Allow { .. } => None,
         };
         (d.outcome(), denial)
@@ -1121,7 +890,7 @@ mod tests {
         let run = |runtime: &mut Runtime, token: &str, path: &str| {
             let headers = h(&[("authorization", &format!("Bearer {token}"))]);
             match decide(&policy, runtime, b"GET", path.as_bytes(), &headers, NOW) {
-                Decision::Deny(d) => Err(d),
+                Decision::Deny(d) => Err(d.clone()),
                 Decision::Allow { outcome, .. } => Ok(outcome),
             }
         };

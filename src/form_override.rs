@@ -7,7 +7,7 @@
 //! the two kinds those frameworks take the field from. A multipart body that cannot be
 //! parsed is refused there: what the filter cannot read, an upstream might.
 
-use crate::policy::{field_named, form_params, percent_decode};
+use crate::routes::{field_named, form_params, percent_decode};
 
 /// The field frameworks read.
 const FIELD: &str = "_method";

@@ -1,102 +1,119 @@
-//! Envoy counters: one per [`Outcome`], plus the token cache's hits and misses.
+//! Envoy counters: one per [`Outcome`], the token cache's hits and misses, and the
+//! background work's events.
 //!
-//! Counts are added up inside the VM and flushed on the root context's tick (once a
-//! second; every 100 ms with a revocation feed): every host call costs about a
-//! microsecond, as much as a verification from the cache, so a per-request
-//! `increment_metric` is not free.
-
-use std::cell::RefCell;
-
-use proxy_wasm::hostcalls::{define_metric, increment_metric};
-use proxy_wasm::types::MetricType;
+//! Outcomes are added up inside the VM and flushed on the root context's tick: every
+//! host call costs about a microsecond, as much as a verification from the cache, so a
+//! per-request `increment_metric` is not free. Background events are rare and are
+//! counted as they happen.
 
 use crate::cache::TokenCache;
 use crate::decision::Outcome;
+use crate::host::Host;
+
+/// A background event's counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    JwksFetchOk,
+    JwksFetchFailed,
+    JwksRefetchUnknownKid,
+    RevocationPollOk,
+    RevocationPollFailed,
+    /// A poll changed the set.
+    RevocationUpdates,
+    /// Token entries dropped to keep the set within `revocation.max_entries`.
+    RevocationDropped,
+}
+
+impl Event {
+    const ALL: [Event; 7] = [
+        Event::JwksFetchOk,
+        Event::JwksFetchFailed,
+        Event::JwksRefetchUnknownKid,
+        Event::RevocationPollOk,
+        Event::RevocationPollFailed,
+        Event::RevocationUpdates,
+        Event::RevocationDropped,
+    ];
+
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Event::JwksFetchOk => "gatehouse.jwks.fetch_ok",
+            Event::JwksFetchFailed => "gatehouse.jwks.fetch_failed",
+            Event::JwksRefetchUnknownKid => "gatehouse.jwks.refetch_unknown_kid",
+            Event::RevocationPollOk => "gatehouse.revocation.poll_ok",
+            Event::RevocationPollFailed => "gatehouse.revocation.poll_failed",
+            Event::RevocationUpdates => "gatehouse.revocation.updates",
+            Event::RevocationDropped => "gatehouse.revocation.dropped",
+        }
+    }
+
+    fn index(self) -> usize {
+        Event::ALL.iter().position(|e| *e == self).unwrap_or(0)
+    }
+}
 
 pub struct Metrics {
-    ids: Vec<u32>,
+    outcome_ids: Vec<u32>,
+    event_ids: Vec<u32>,
     cache_hits: u32,
     cache_misses: u32,
-    /// Remote JWKS fetches: rare, counted as they happen.
-    pub jwks_fetch_ok: u32,
-    pub jwks_fetch_failed: u32,
-    pub jwks_refetch_unknown_kid: u32,
-    /// Revocation feed polls, and the polls that changed the set.
-    pub revocation_poll_ok: u32,
-    pub revocation_poll_failed: u32,
-    pub revocation_updates: u32,
-    /// Token entries dropped to keep the set within `revocation.max_entries`.
-    pub revocation_dropped: u32,
-    /// Per-outcome counts not yet sent, then cache hits and misses already sent.
-    pending: RefCell<Vec<u64>>,
-    sent_cache: RefCell<(u64, u64)>,
+    /// Per-outcome counts not yet sent.
+    pending: Vec<u64>,
+    /// Cache hits and misses already sent.
+    sent_cache: (u64, u64),
 }
 
 impl Metrics {
     /// Defines every counter; `None` if the host refuses one.
-    pub fn define() -> Option<Metrics> {
-        let ids = Outcome::ALL
+    pub fn define(host: &impl Host) -> Option<Metrics> {
+        let define = |name: &str| host.define_counter(name);
+        let outcome_ids = Outcome::ALL
             .iter()
-            .map(|o| define_metric(MetricType::Counter, o.metric_name()).ok())
+            .map(|o| define(&o.metric_name()))
+            .collect::<Option<Vec<u32>>>()?;
+        let event_ids = Event::ALL
+            .iter()
+            .map(|e| define(e.metric_name()))
             .collect::<Option<Vec<u32>>>()?;
         Some(Metrics {
-            pending: RefCell::new(vec![0; ids.len()]),
-            ids,
-            cache_hits: define_metric(MetricType::Counter, "gatehouse.token_cache.hits").ok()?,
-            cache_misses: define_metric(MetricType::Counter, "gatehouse.token_cache.misses").ok()?,
-            jwks_fetch_ok: define_metric(MetricType::Counter, "gatehouse.jwks.fetch_ok").ok()?,
-            jwks_fetch_failed: define_metric(MetricType::Counter, "gatehouse.jwks.fetch_failed").ok()?,
-            jwks_refetch_unknown_kid: define_metric(
-                MetricType::Counter,
-                "gatehouse.jwks.refetch_unknown_kid",
-            )
-            .ok()?,
-            revocation_poll_ok: define_metric(MetricType::Counter, "gatehouse.revocation.poll_ok").ok()?,
-            revocation_poll_failed: define_metric(MetricType::Counter, "gatehouse.revocation.poll_failed")
-                .ok()?,
-            revocation_updates: define_metric(MetricType::Counter, "gatehouse.revocation.updates").ok()?,
-            revocation_dropped: define_metric(MetricType::Counter, "gatehouse.revocation.dropped").ok()?,
-            sent_cache: RefCell::new((0, 0)),
+            pending: vec![0; outcome_ids.len()],
+            outcome_ids,
+            event_ids,
+            cache_hits: define("gatehouse.token_cache.hits")?,
+            cache_misses: define("gatehouse.token_cache.misses")?,
+            sent_cache: (0, 0),
         })
     }
 
-    pub fn count(&self, outcome: Outcome) {
-        if let Ok(mut pending) = self.pending.try_borrow_mut() {
-            if let Some(n) = pending.get_mut(outcome.index()) {
-                *n += 1;
-            }
+    /// Counts a request's outcome; it reaches Envoy with the next flush.
+    pub fn count(&mut self, outcome: Outcome) {
+        if let Some(n) = self.pending.get_mut(outcome.index()) {
+            *n += 1;
         }
     }
 
-    /// Counts a rare event now.
-    pub fn bump(&self, id: u32) {
-        self.add(id, 1);
-    }
-
-    /// Counts `n` of a rare event now.
-    pub fn add(&self, id: u32, n: usize) {
-        let _ = increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+    /// Counts `n` background events now.
+    pub fn event(&self, host: &impl Host, event: Event, n: usize) {
+        if let Some(&id) = self.event_ids.get(event.index()) {
+            host.add_to_counter(id, u64::try_from(n).unwrap_or(u64::MAX));
+        }
     }
 
     /// Sends what was counted since the last flush. A failed send is kept for the next.
-    pub fn flush(&self, cache: &TokenCache) {
-        if let Ok(mut pending) = self.pending.try_borrow_mut() {
-            for (n, &id) in pending.iter_mut().zip(&self.ids) {
-                if *n > 0 && increment_metric(id, i64::try_from(*n).unwrap_or(i64::MAX)).is_ok() {
-                    *n = 0;
-                }
+    pub fn flush(&mut self, host: &impl Host, cache: &TokenCache) {
+        for (n, &id) in self.pending.iter_mut().zip(&self.outcome_ids) {
+            if *n > 0 && host.add_to_counter(id, *n) {
+                *n = 0;
             }
         }
-        if let Ok(mut sent) = self.sent_cache.try_borrow_mut() {
-            let (hits, misses) = &mut *sent;
-            for (id, now, before) in [
-                (self.cache_hits, cache.hits, hits),
-                (self.cache_misses, cache.misses, misses),
-            ] {
-                let delta = now.saturating_sub(*before);
-                if delta > 0 && increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX)).is_ok() {
-                    *before = now;
-                }
+        let (hits, misses) = &mut self.sent_cache;
+        for (id, now, before) in [
+            (self.cache_hits, cache.hits, hits),
+            (self.cache_misses, cache.misses, misses),
+        ] {
+            let delta = now.saturating_sub(*before);
+            if delta > 0 && host.add_to_counter(id, delta) {
+                *before = now;
             }
         }
     }

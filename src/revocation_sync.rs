@@ -15,18 +15,12 @@
 //! slot rewritten meanwhile) is never applied, and the worker falls back to the
 //! snapshot, then catches up on the next tick.
 //!
-//! No `proxy_wasm` here: the host is behind [`SharedData`], and tests run several
-//! workers over one map.
+//! No `proxy_wasm` here: the host is behind [`SharedData`] (part of `host::Host`), and
+//! tests run several workers over one map.
 
 use crate::revocation::{Page, RevocationSet};
 
-/// What the filter needs of proxy-wasm shared data.
-pub trait SharedData {
-    /// The value under `key` and its CAS, if there is one.
-    fn get(&self, key: &str) -> Option<(Vec<u8>, Option<u32>)>;
-    /// Sets `key`; with `cas`, only if the value is still the one read with it.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
+pub use crate::host::SharedData;
 
 /// How many deltas are kept.
 pub const DELTAS: u64 = 16;

@@ -14,10 +14,10 @@ use jwt_compact::alg::{Ed25519, Es256, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, ParseError, TimeOptions, Token, UntrustedToken, ValidationError};
 
 use crate::claims::{self, ClaimError, StrictObject};
-use crate::config::TokenPolicy;
 use crate::decision::Reason;
 use crate::hs256::Hs256;
 use crate::keys::{AsymAlg, KeyLookup, KeyMaterial, KeySet};
+use crate::policy::TokenPolicy;
 
 /// Header parameters that would change how the token must be verified (RFC 7515
 /// §4.1.11 `crit`, RFC 7797 `b64`) or that carry keys or key locations chosen by the
@@ -205,10 +205,10 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::compile;
     use base64ct::{Base64UrlUnpadded, Encoding};
-    use jwt_compact::alg::Hs256Key;
     use serde_json::json;
 
-    pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+    /// The one test secret of every suite (and the demo's).
+    pub use gatehouse_testkit::SECRET;
     pub const NOW: i64 = 1_800_000_000;
     pub const ISSUER: &str = "https://gatehouse.test";
 
@@ -225,22 +225,11 @@ pub(crate) mod tests {
             .token
     }
 
-    fn b64(bytes: &[u8]) -> String {
-        Base64UrlUnpadded::encode_string(bytes)
-    }
-
+    use gatehouse_testkit::b64url as b64;
     /// Signs an arbitrary header and payload (given as JSON text, so duplicates and
-    /// odd encodings can be expressed) with HS256 and `key`.
-    pub fn sign_raw(header: &str, payload: &str, key: &[u8]) -> String {
-        use jwt_compact::Algorithm;
-        let signed = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
-        // Signed by jwt-compact's own HS256, independent of the one that verifies.
-        let sig = jwt_compact::alg::Hs256.sign(&Hs256Key::new(key), signed.as_bytes());
-        format!(
-            "{signed}.{}",
-            b64(jwt_compact::AlgorithmSignature::as_bytes(&sig).as_ref())
-        )
-    }
+    /// odd encodings can be expressed) with HS256 and `key`: jwt-compact's own HS256,
+    /// independent of the one that verifies (the helper every suite shares).
+    pub use gatehouse_testkit::mint_raw as sign_raw;
 
     /// The same bytes with one of the unused low bits of the last character set, as a
     /// lax base64 decoder would accept (the "signature malleability" trick).
@@ -735,7 +724,7 @@ pub(crate) mod tests {
         serde_json::from_str(include_str!("../tests/fixtures/python-signed-tokens.json")).unwrap()
     }
 
-    fn asym_policy(algorithms: &str, with_hmac: bool) -> crate::config::Policy {
+    fn asym_policy(algorithms: &str, with_hmac: bool) -> crate::policy::Policy {
         let hmac = if with_hmac {
             r#","hmac_secret":{"env":"SECRET_KEY"}"#
         } else {

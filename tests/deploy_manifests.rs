@@ -8,7 +8,8 @@
 
 use std::path::Path;
 
-use gatehouse::config::{compile, Policy};
+use gatehouse::config::compile;
+use gatehouse::policy::Policy;
 use serde_json::{json, Value};
 
 const WASM_PLUGIN: &str = "deploy/istio/wasmplugin.yaml";

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use gatehouse::config::compile;
 use gatehouse::decision::{decide, Decision, Runtime};
 use gatehouse::path::{canonical_method, canonical_path};
-use gatehouse::policy::{PathPattern, Segment};
+use gatehouse::routes::{PathPattern, Segment};
 use gatehouse_fuzz::{check_identity_headers, env, good_claims, good_token, headers, SignAlg, NOW};
 use libfuzzer_sys::fuzz_target;
 

@@ -18,10 +18,11 @@
 
 use std::rc::Rc;
 
-use gatehouse::config::{compile, Policy};
+use gatehouse::config::compile;
 use gatehouse::decision::{decide, Decision, Outcome, Runtime};
 use gatehouse::path::{canonical_method, canonical_path};
-use gatehouse::policy::METHOD_OVERRIDE_HEADERS;
+use gatehouse::policy::Policy;
+use gatehouse::routes::METHOD_OVERRIDE_HEADERS;
 use gatehouse_fuzz::{check_identity_headers, env, good_claims, good_token, SignAlg, ISSUER, NOW};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;

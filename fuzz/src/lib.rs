@@ -10,8 +10,9 @@
 use std::rc::Rc;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use gatehouse::config::{compile, Policy};
+use gatehouse::config::compile;
 use gatehouse::decision::{decide, Decision, Outcome, Runtime};
+use gatehouse::policy::Policy;
 use gatehouse::token::VerifiedToken;
 use hmac::{Hmac, Mac};
 use jwt_compact::alg::{Ed25519, Es256, Rsa};

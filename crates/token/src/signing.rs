@@ -227,7 +227,7 @@ mod tests {
     use super::*;
     use crate::secret;
 
-    const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+    use gatehouse_testkit::SECRET;
     const OTHER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
 
     fn claims() -> Claims<AccessClaims> {

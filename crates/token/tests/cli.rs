@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-token");
-const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+use gatehouse_testkit::SECRET;
 
 /// Runs the binary on `db` with `args`, writing `stdin`.
 fn run(db: &Path, args: &[&str], stdin: &str) -> Output {

@@ -28,7 +28,7 @@ pub fn backend_under_test() -> Backend {
     }
 }
 
-pub const SECRET: &str = "6b0a1f4c2e9d8b7a6f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c3b2a19080";
+pub use gatehouse_testkit::SECRET;
 pub const ISSUER: &str = "https://gatehouse.test";
 
 pub struct Options {

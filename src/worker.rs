@@ -1,0 +1,127 @@
+//! One worker's filter: the compiled policy, what it keeps between requests (keys,
+//! token cache, revocation set), its counters, and the background work of a remote
+//! JWKS and the revocation feed. The root context owns it and hands it to every
+//! request of the worker; each callback borrows it once.
+
+use std::time::Duration;
+
+use log::info;
+
+use crate::config::compile;
+use crate::decision::Runtime;
+use crate::host::Host;
+use crate::jwks_sync::JwksSync;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::revocation::Revocations;
+use crate::revocation_poll::Poller;
+
+pub struct Worker {
+    pub policy: Policy,
+    pub runtime: Runtime,
+    pub metrics: Metrics,
+    /// A remote JWKS, if the keys come from one.
+    pub jwks: Option<JwksSync>,
+    /// The revocation feed, if revocation is on.
+    pub poller: Option<Poller>,
+}
+
+impl Worker {
+    /// Compiles the plugin configuration and defines the counters. `Err` says why the
+    /// filter must refuse to start (never a secret).
+    pub fn configure(
+        host: &impl Host,
+        config: &[u8],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Worker, String> {
+        let policy = compile(config, env).map_err(|e| format!("invalid configuration: {e}"))?;
+        let metrics = Metrics::define(host).ok_or("the host refused to define the stats counters")?;
+        info!(
+            "gatehouse: configured: issuer {}, {} rule(s), token cache {}{}{}",
+            policy.token.issuer,
+            policy.routes.rules.len(),
+            policy.token_cache_entries,
+            policy.jwks_remote.as_ref().map_or(String::new(), |r| format!(
+                ", JWKS from cluster {} {}",
+                r.cluster, r.path
+            )),
+            policy.revocation.as_ref().map_or(String::new(), |r| format!(
+                ", revocation feed from cluster {} {} every {} s",
+                r.cluster, r.path, r.poll_seconds
+            ))
+        );
+        let mut runtime = Runtime::new(policy.inline_keys.clone(), policy.token_cache_entries);
+        runtime.revocations = policy
+            .revocation
+            .as_ref()
+            .map(|feed| Revocations::new(host.now(), feed.max_stale_seconds, feed.before_first_poll));
+        Ok(Worker {
+            jwks: policy.jwks_remote.as_ref().map(JwksSync::new),
+            poller: policy.revocation.as_ref().map(Poller::new),
+            policy,
+            runtime,
+            metrics,
+        })
+    }
+
+    /// How often the root context ticks. Counters reach Envoy on the tick. With a
+    /// remote JWKS or a revocation feed it is 100 ms: the worker that fetched or
+    /// polled publishes at once and every other worker reads a small head on its next
+    /// tick, so all workers use the same keys and refuse the same tokens within
+    /// 100 ms of the first (a client whose requests land on different workers sees no
+    /// flip-flop). Each tick is a few host calls; requests pay nothing for it.
+    pub fn tick_period(&self) -> Duration {
+        if self.jwks.is_some() || self.poller.is_some() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        }
+    }
+
+    pub fn tick(&mut self, host: &impl Host) {
+        self.flush(host);
+        if let Some(jwks) = &mut self.jwks {
+            jwks.tick(host, &self.policy, &mut self.runtime, &self.metrics);
+        }
+        if let Some(poller) = &mut self.poller {
+            poller.tick(host, &self.policy, &mut self.runtime, &self.metrics);
+        }
+    }
+
+    pub fn flush(&mut self, host: &impl Host) {
+        self.metrics.flush(host, &self.runtime.cache);
+    }
+
+    /// The answer to a call the root context started; a stray token is ignored.
+    pub fn on_answer(&mut self, host: &impl Host, token: u32, body_size: usize) {
+        if let Some(jwks) = self.jwks.as_mut().filter(|j| j.owns(token)) {
+            jwks.on_answer(
+                host,
+                &self.policy,
+                &mut self.runtime,
+                &self.metrics,
+                token,
+                body_size,
+            );
+        } else if let Some(poller) = self.poller.as_mut().filter(|p| p.owns(token)) {
+            poller.on_answer(host, &self.policy, &mut self.runtime, &self.metrics, body_size);
+        }
+    }
+
+    /// Before a request is decided: what another worker published that this one
+    /// still lacks entirely (the first keys, the first revocation set) is adopted at
+    /// once rather than on the next tick. One host call each, and only until loaded.
+    pub fn catch_up(&mut self, host: &impl Host) {
+        if let Some(jwks) = self.jwks.as_mut().filter(|j| !j.loaded) {
+            jwks.adopt(host, &self.policy, &mut self.runtime);
+        }
+        if let (Some(poller), Some(revocations)) = (&self.poller, self.runtime.revocations.as_mut()) {
+            if !revocations.loaded {
+                poller.adopt(host, &self.policy, revocations);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
