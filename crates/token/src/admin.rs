@@ -11,9 +11,11 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use crate::admin_auth::Admin;
-use crate::app::{unix_now, AppState};
-use crate::error::{internal, ApiError};
+use crate::clock::unix_now;
+use crate::error::ApiError;
+use crate::metrics::{AdminAction, RevocationKind};
 use crate::revoke::{revoke_from_form, TokenType};
+use crate::state::AppState;
 use crate::store::StoreError;
 use crate::{form, username};
 
@@ -48,9 +50,14 @@ async fn set_disabled(
         .await
         .map_err(not_found_or_internal)?;
     if disabled {
-        state.metrics.revoked("sub");
+        state.metrics.revoked(RevocationKind::Subject);
     }
-    done(state, admin, if disabled { "disable" } else { "enable" }, &name);
+    let action = if disabled {
+        AdminAction::Disable
+    } else {
+        AdminAction::Enable
+    };
+    done(state, admin, action, &name);
     Ok(Json(json!({"username": name, "disabled": disabled})))
 }
 
@@ -67,8 +74,8 @@ pub async fn revoke_user(
         .revoke_user(&name, unix_now(), state.issuer.access_ttl_seconds)
         .await
         .map_err(not_found_or_internal)?;
-    state.metrics.revoked("sub");
-    done(&state, &admin, "revoke_user", &name);
+    state.metrics.revoked(RevocationKind::Subject);
+    done(&state, &admin, AdminAction::RevokeUser, &name);
     Ok(Json(
         json!({"username": user.username, "disabled": user.disabled, "tokens_revoked": true}),
     ))
@@ -85,8 +92,8 @@ pub async fn revoke_token(
 ) -> Result<Json<Value>, ApiError> {
     let params = form::read(query, &headers, body).await?;
     let revoked = revoke_from_form(&state, &params).await?;
-    state.metrics.admin_action("revoke_token");
-    info!(admin = %admin.username, action = "revoke_token", revoked = revoked.map(TokenType::name), "admin action");
+    state.metrics.admin_action(AdminAction::RevokeToken);
+    info!(admin = %admin.username, action = AdminAction::RevokeToken.label(), revoked = revoked.map(TokenType::name), "admin action");
     Ok(Json(match revoked {
         Some(kind) => json!({"revoked": true, "token_type": kind.name()}),
         None => json!({"revoked": false}),
@@ -101,11 +108,11 @@ fn known_name(raw: &str) -> Result<String, ApiError> {
 fn not_found_or_internal(e: StoreError) -> ApiError {
     match e {
         StoreError::NoSuchUser(_) => ApiError::NotFound("no such user"),
-        e => internal(e),
+        e => e.into(),
     }
 }
 
-fn done(state: &AppState, admin: &Admin, action: &'static str, user: &str) {
+fn done(state: &AppState, admin: &Admin, action: AdminAction, user: &str) {
     state.metrics.admin_action(action);
-    info!(admin = %admin.username, action, user, "admin action");
+    info!(admin = %admin.username, action = action.label(), user, "admin action");
 }

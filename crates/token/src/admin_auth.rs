@@ -9,8 +9,9 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use tracing::info;
 
-use crate::app::{unix_now, AppState};
-use crate::error::{internal, ApiError};
+use crate::clock::unix_now;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Longest bearer token looked at; ours are well under a kilobyte.
 const MAX_TOKEN_BYTES: usize = 4096;
@@ -45,12 +46,11 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Admin, Ap
     if state
         .store
         .is_revoked(&access.sub, &access.jti, access.iat)
-        .await
-        .map_err(internal)?
+        .await?
     {
         return Err(ApiError::InvalidToken);
     }
-    let user = match state.store.user(&access.sub).await.map_err(internal)? {
+    let user = match state.store.user(&access.sub).await? {
         Some(u) if !u.disabled => u,
         _ => return Err(ApiError::InvalidToken),
     };

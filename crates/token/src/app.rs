@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
@@ -22,37 +22,17 @@ use tower_http::trace::TraceLayer;
 use tower_service::Service;
 use tracing::{debug, error};
 
+use crate::clock::unix_now;
+use crate::form::TOKEN_BODY_LIMIT;
 use crate::grants::token;
 use crate::housekeeping::{spawn_purger, PURGE_INTERVAL};
-use crate::issue::Issuer;
-use crate::limiter::FailureLimiter;
-use crate::metrics::Metrics;
-use crate::passwords::Hasher;
-use crate::store::Store;
-
-/// Largest body accepted on `/token`, `/revoke` and `/admin/revoke`.
-pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
+use crate::state::AppState;
 
 /// How long a client may take to send a request's headers, and so how long a
 /// keep-alive connection may sit idle. The 10 s request timeout only starts once the
 /// headers are in: without this bound, a client sending one header byte a second
 /// would hold its connection (and a file descriptor) for ever.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub struct AppState {
-    pub store: Store,
-    pub hasher: Hasher,
-    pub issuer: Issuer,
-    pub refresh_ttl_seconds: i64,
-    pub failures_per_user: FailureLimiter,
-    pub failures_per_address: FailureLimiter,
-    /// Read the client address from the last `X-Forwarded-For` entry (the one the
-    /// proxy in front appended) instead of the TCP peer.
-    pub trust_forwarded_for: bool,
-    pub metrics: Metrics,
-    /// The role an access token (and its user, now) must have for the admin API.
-    pub admin_role: String,
-}
 
 /// The router, apart from `main` so tests serve it on port 0.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -191,11 +171,4 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
-}
-
-/// Unix time in seconds.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -14,13 +14,15 @@ use tokio::net::TcpListener;
 use tracing::info;
 use zeroize::Zeroizing;
 
-use crate::app::{serve, unix_now, AppState};
+use crate::app::serve;
+use crate::clock::unix_now;
 use crate::hash_costs;
 use crate::issue::Issuer;
 use crate::limiter::FailureLimiter;
 use crate::metrics::Metrics;
 use crate::passwords::{check_new_password, check_phc, Argon2Params, Hasher, OWASP_MIN};
 use crate::signing::{generate, SigningAlg};
+use crate::state::AppState;
 use crate::store::{Location, NewUser, Store};
 use crate::{secret, username};
 
@@ -515,7 +517,12 @@ async fn keys_command(db: &Location, access_ttl: i64, cmd: KeysCommand) -> anyho
                     (_, Some(_)) => "expired".to_string(),
                 };
                 let retired = k.retired_at.map_or("-".to_string(), |r| r.to_string());
-                println!("{}\t{}\t{state}\t{}\t{retired}", k.kid, k.alg, k.created_at);
+                println!(
+                    "{}\t{}\t{state}\t{}\t{retired}",
+                    k.kid,
+                    k.alg.name(),
+                    k.created_at
+                );
             }
         }
     }

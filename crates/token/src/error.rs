@@ -139,7 +139,9 @@ impl IntoResponse for ApiError {
 }
 
 /// A store failure as the client sees it: 500, the cause only in the log.
-pub fn internal(e: StoreError) -> ApiError {
-    error!(error = %e, "store failure");
-    ApiError::Internal
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        error!(error = %e, "store failure");
+        ApiError::Internal
+    }
 }

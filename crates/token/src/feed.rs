@@ -20,9 +20,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::app::{unix_now, AppState};
-use crate::error::{internal, ApiError};
+use crate::clock::unix_now;
+use crate::error::ApiError;
 use crate::form;
+use crate::state::AppState;
 use crate::store::MAX_POLLER_SKEW;
 
 pub async fn revocations(
@@ -46,8 +47,7 @@ pub async fn revocations(
     let page = state
         .store
         .revocations_since(since, feed, unix_now().saturating_sub(skew))
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(page)).into_response())
 }
 

@@ -7,8 +7,10 @@ use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap};
 use percent_encoding::percent_decode;
 
-use crate::app::TOKEN_BODY_LIMIT;
 use crate::error::ApiError;
+
+/// Largest body accepted on `/token`, `/revoke` and `/admin/revoke`.
+pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
 
 /// The form of a POST to `/token`, `/revoke` or `/admin/revoke`. Everything that can
 /// be refused cheaply is: parameters in the query string (which proxies log), another

@@ -18,12 +18,13 @@ use serde_json::json;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
-use crate::app::{unix_now, AppState};
-use crate::error::{internal, ApiError};
+use crate::clock::unix_now;
+use crate::error::ApiError;
 use crate::form::required;
 use crate::issue::{random_token, refresh_hash};
 use crate::limiter::Verdict;
 use crate::passwords::MAX_PASSWORD_BYTES;
+use crate::state::AppState;
 use crate::store::{FamilyStart, Rotation, User};
 use crate::{form, username};
 
@@ -114,16 +115,11 @@ async fn password_grant(
     let user_key = format!("u:{name}");
     let address_key = format!("a:{}", address_group(&address));
 
-    let per_user = state
-        .failures_per_user
-        .check(&state.store, &user_key)
-        .await
-        .map_err(internal)?;
+    let per_user = state.failures_per_user.check(&state.store, &user_key).await?;
     let per_address = state
         .failures_per_address
         .check(&state.store, &address_key)
-        .await
-        .map_err(internal)?;
+        .await?;
     for verdict in [per_user, per_address] {
         if let Verdict::Limited(after) = verdict {
             state.metrics.logins_rate_limited.inc();
@@ -134,7 +130,7 @@ async fn password_grant(
     let credentials = if name.is_empty() {
         None
     } else {
-        state.store.credentials(&name).await.map_err(internal)?
+        state.store.credentials(&name).await?
     };
     let stored_hash = credentials.as_ref().map(|(_, h)| h.clone());
     let (verdict, spent) = match state.hasher.verify(password.clone(), stored_hash.clone()).await {
@@ -169,11 +165,7 @@ async fn password_grant(
     };
     // Only a key holding failures is written to: a login is otherwise read-only here.
     if per_user == (Verdict::Allowed { holds_failures: true }) {
-        state
-            .failures_per_user
-            .reset(&state.store, &user_key)
-            .await
-            .map_err(internal)?;
+        state.failures_per_user.reset(&state.store, &user_key).await?;
     }
     let now = unix_now();
     let family = random_token(16);
@@ -190,8 +182,7 @@ async fn password_grant(
             now,
             expires_at: now.saturating_add(state.refresh_ttl_seconds),
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     // Disabled, or their password changed, while this login waited and hashed: the
     // answer of any refused login.
     let Some(user) = started else {
@@ -226,8 +217,7 @@ async fn refresh_grant(state: &AppState, params: BTreeMap<String, String>) -> Re
             now,
             now.saturating_add(state.refresh_ttl_seconds),
         )
-        .await
-        .map_err(internal)?;
+        .await?;
     match rotation {
         Rotation::Rotated { user, scope } => {
             state.metrics.refreshes_ok.inc();

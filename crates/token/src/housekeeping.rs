@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::app::unix_now;
+use crate::clock::unix_now;
 use crate::limiter::now_us;
 use crate::store::Store;
 

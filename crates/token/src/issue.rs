@@ -97,9 +97,7 @@ impl Issuer {
             return Ok(());
         }
         let mut keys = store.signing_keys().await?;
-        let has_current = keys
-            .iter()
-            .any(|k| k.retired_at.is_none() && k.alg == self.alg.name());
+        let has_current = keys.iter().any(|k| k.retired_at.is_none() && k.alg == self.alg);
         if !has_current {
             let key = generate(self.alg, &self.secret)?;
             match store.ensure_signing_key(&key, now).await {
@@ -112,7 +110,7 @@ impl Issuer {
         }
         // The newest key that signs now; a key published ahead of its activation waits
         // (and is used only if no other key of the algorithm can sign).
-        let ours = || keys.iter().filter(|k| k.alg == self.alg.name());
+        let ours = || keys.iter().filter(|k| k.alg == self.alg);
         let Some(current) = ours()
             .find(|k| k.signs_at(now))
             .or_else(|| ours().find(|k| k.retired_at.is_none()))

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_auth;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod error;
 pub mod feed;
 pub mod form;
@@ -19,7 +20,9 @@ pub mod passwords;
 pub mod revoke;
 pub mod secret;
 pub mod signing;
+pub mod state;
 pub mod store;
 pub mod username;
 
-pub use app::{app, serve, AppState};
+pub use app::{app, serve};
+pub use state::AppState;

@@ -1,22 +1,73 @@
 //! Prometheus metrics of the token service, served at `GET /metrics`.
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// `kind`: `sub` (every token of a user), `jti` (one access token) or `refresh_family`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RevocationLabels {
-    pub kind: &'static str,
+/// What a recorded revocation covers: the `kind` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// Every token of a user (`sub`).
+    Subject,
+    /// One access token (`jti`).
+    Token,
+    /// A refresh token's family (`refresh_family`).
+    RefreshFamily,
 }
 
-/// `action`: `disable`, `enable`, `revoke_user` or `revoke_token`.
+impl RevocationKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            RevocationKind::Subject => "sub",
+            RevocationKind::Token => "jti",
+            RevocationKind::RefreshFamily => "refresh_family",
+        }
+    }
+}
+
+/// An admin API action: the `action` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum AdminAction {
+    Disable,
+    Enable,
+    RevokeUser,
+    RevokeToken,
+}
+
+impl AdminAction {
+    pub fn label(self) -> &'static str {
+        match self {
+            AdminAction::Disable => "disable",
+            AdminAction::Enable => "enable",
+            AdminAction::RevokeUser => "revoke_user",
+            AdminAction::RevokeToken => "revoke_token",
+        }
+    }
+}
+
+impl EncodeLabelValue for RevocationKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.label())
+    }
+}
+
+impl EncodeLabelValue for AdminAction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.label())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevocationLabels {
+    pub kind: RevocationKind,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdminLabels {
-    pub action: &'static str,
+    pub action: AdminAction,
 }
 
 pub struct Metrics {
@@ -103,13 +154,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn revoked(&self, kind: &'static str) {
+    pub fn revoked(&self, kind: RevocationKind) {
         self.revocations_recorded
             .get_or_create(&RevocationLabels { kind })
             .inc();
     }
 
-    pub fn admin_action(&self, action: &'static str) {
+    pub fn admin_action(&self, action: AdminAction) {
         self.admin_actions.get_or_create(&AdminLabels { action }).inc();
     }
 

@@ -16,10 +16,13 @@ use axum::Json;
 use serde_json::json;
 use tracing::{debug, info};
 
-use crate::app::{unix_now, AppState, TOKEN_BODY_LIMIT};
-use crate::error::{internal, ApiError};
+use crate::clock::unix_now;
+use crate::error::ApiError;
 use crate::form;
+use crate::form::TOKEN_BODY_LIMIT;
 use crate::issue::refresh_hash;
+use crate::metrics::RevocationKind;
+use crate::state::AppState;
 use crate::store::{RecordedAs, RevokedToken};
 
 /// The two kinds of token this service issues.
@@ -95,13 +98,13 @@ async fn revoke_access(state: &AppState, token: &str, now: i64) -> Result<bool, 
         iat: access.iat,
         exp: access.exp,
     };
-    let kind = match state.store.revoke_token(&token, now).await.map_err(internal)? {
-        RecordedAs::Token => "jti",
+    let kind = match state.store.revoke_token(&token, now).await? {
+        RecordedAs::Token => RevocationKind::Token,
         // This user has many revoked tokens alive already: one entry covers them all.
-        RecordedAs::Subject => "sub",
+        RecordedAs::Subject => RevocationKind::Subject,
     };
     state.metrics.revoked(kind);
-    info!(sub = %access.sub, kind, "access token revoked");
+    info!(sub = %access.sub, kind = kind.label(), "access token revoked");
     Ok(true)
 }
 
@@ -109,11 +112,13 @@ async fn revoke_refresh(state: &AppState, token: &str, now: i64) -> Result<bool,
     let known = state
         .store
         .revoke_refresh_family(&refresh_hash(token), now)
-        .await
-        .map_err(internal)?;
+        .await?;
     if known {
-        state.metrics.revoked("refresh_family");
-        info!(kind = "refresh_family", "refresh token family revoked");
+        state.metrics.revoked(RevocationKind::RefreshFamily);
+        info!(
+            kind = RevocationKind::RefreshFamily.label(),
+            "refresh token family revoked"
+        );
     }
     Ok(known)
 }

@@ -38,6 +38,8 @@ pub enum StoreError {
     CorruptRevocation(i64),
     #[error("another process made a current signing key at the same time")]
     KeyRace,
+    #[error("signing key {0} has an algorithm this service does not know")]
+    UnknownKeyAlgorithm(String),
 }
 
 /// A user as the rest of the service sees it: no password hash.
@@ -63,7 +65,7 @@ pub struct NewUser<'a> {
 #[derive(Debug, Clone)]
 pub struct StoredKey {
     pub kid: String,
-    pub alg: String,
+    pub alg: crate::signing::SigningAlg,
     pub sealed: Vec<u8>,
     pub public_jwk: String,
     pub created_at: i64,
@@ -148,7 +150,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
-            clock: crate::app::unix_now,
+            clock: crate::clock::unix_now,
         })
     }
 
@@ -636,9 +638,13 @@ impl Store {
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
+                let kid: String = r.try_get("kid")?;
+                let alg: String = r.try_get("alg")?;
+                let alg = crate::signing::SigningAlg::from_name(&alg)
+                    .ok_or_else(|| StoreError::UnknownKeyAlgorithm(kid.clone()))?;
                 Ok(StoredKey {
-                    kid: r.try_get("kid")?,
-                    alg: r.try_get("alg")?,
+                    kid,
+                    alg,
                     sealed: r.try_get("sealed_key")?,
                     public_jwk: r.try_get("public_jwk")?,
                     created_at: r.try_get("created_at")?,

@@ -41,7 +41,7 @@ async fn a_login_issues_tokens_the_filter_accepts() {
         "authorization".to_string(),
         format!("Bearer {token}").into_bytes(),
     )];
-    let now = gatehouse_token::app::unix_now();
+    let now = gatehouse_token::clock::unix_now();
     match decide(
         &policy,
         &mut gatehouse::decision::Runtime::new(Default::default(), 0),

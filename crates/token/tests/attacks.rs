@@ -177,7 +177,7 @@ async fn every_unusable_refresh_token_looks_the_same() {
     app.store.set_disabled("bob", true, 1, 1800).await.unwrap();
     let expired = "an-expired-refresh-token-of-alice-0123456789".to_string();
     let alice = app.store.user("alice").await.unwrap().unwrap();
-    let now = gatehouse_token::app::unix_now();
+    let now = gatehouse_token::clock::unix_now();
     app.store
         .insert_refresh(
             &gatehouse_token::issue::refresh_hash(&expired),

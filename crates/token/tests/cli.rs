@@ -310,7 +310,7 @@ fn disable_and_revoke_from_the_cli_reach_the_feed() {
         );
         assert!(add.status.success(), "{}", text(&add));
     }
-    let before = gatehouse_token::app::unix_now();
+    let before = gatehouse_token::clock::unix_now();
     let disable = run(&db, &["user", "disable", "Bob", "--access-ttl-seconds", "60"], "");
     assert!(disable.status.success(), "{}", text(&disable));
     assert!(text(&disable).contains("disabled bob; all their tokens are revoked"));
@@ -319,7 +319,7 @@ fn disable_and_revoke_from_the_cli_reach_the_feed() {
     assert!(text(&revoke).contains("revoked every token of carol"));
     let enable = run(&db, &["user", "enable", "bob"], "");
     assert!(enable.status.success(), "{}", text(&enable));
-    let after = gatehouse_token::app::unix_now();
+    let after = gatehouse_token::clock::unix_now();
     let list = run(&db, &["user", "list"], "");
     assert_eq!(
         String::from_utf8_lossy(&list.stdout),

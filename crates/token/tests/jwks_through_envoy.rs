@@ -6,7 +6,7 @@
 mod support;
 
 use gatehouse_testkit::{eventually, Envoy, Upstream};
-use gatehouse_token::app::unix_now;
+use gatehouse_token::clock::unix_now;
 use gatehouse_token::signing::{generate, SigningAlg};
 use serde_json::json;
 use support::{Options, TestApp, ISSUER, SECRET};

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use gatehouse::decision::{decide, Decision, Outcome, Reason, Runtime};
 use gatehouse::keys::{parse_jwks, AsymAlg};
-use gatehouse_token::app::unix_now;
+use gatehouse_token::clock::unix_now;
 use gatehouse_token::signing::{generate, SigningAlg};
 use serde_json::json;
 use support::{json, Options, TestApp, ISSUER, SECRET};

@@ -464,7 +464,7 @@ async fn a_flood_of_revoked_tokens_cannot_keep_a_disable_from_the_edge() {
     .unwrap();
     // The service held mallory to her bound: 16 token entries and one subject entry.
     let page = store
-        .revocations_since(None, None, gatehouse_token::app::unix_now())
+        .revocations_since(None, None, gatehouse_token::clock::unix_now())
         .await
         .unwrap();
     let entries = serde_json::to_value(&page.entries).unwrap();

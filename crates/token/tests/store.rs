@@ -528,7 +528,7 @@ async fn a_revocation_waiting_for_a_rotation_revokes_its_successor(
     };
     let (a, b) = (db.open().await, db.open().await);
     let bob = a.create_user(new_user("bob", &[]), 1).await.unwrap();
-    let now = gatehouse_token::app::unix_now();
+    let now = gatehouse_token::clock::unix_now();
     a.insert_refresh(b"t0", "fam", bob.id, None, now, now + 1000)
         .await
         .unwrap();
@@ -587,7 +587,7 @@ async fn waiting_for_locks(observer: &mut sqlx::PgConnection, n: i64) {
 async fn postgres_a_family_revoked_during_its_rotation_stays_revoked() {
     a_revocation_waiting_for_a_rotation_revokes_its_successor(|b| {
         tokio::spawn(async move {
-            let now = gatehouse_token::app::unix_now();
+            let now = gatehouse_token::clock::unix_now();
             assert!(b.revoke_refresh_family(b"t0", now).await.unwrap());
         })
     })
@@ -598,7 +598,7 @@ async fn postgres_a_family_revoked_during_its_rotation_stays_revoked() {
 async fn postgres_log_out_everywhere_during_a_rotation_revokes_its_successor() {
     a_revocation_waiting_for_a_rotation_revokes_its_successor(|b| {
         tokio::spawn(async move {
-            let now = gatehouse_token::app::unix_now();
+            let now = gatehouse_token::clock::unix_now();
             b.revoke_user("bob", now, 1800).await.unwrap();
         })
     })
