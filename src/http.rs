@@ -25,11 +25,15 @@ impl GatehouseHttp {
     }
 
     /// Runs `f` on the worker; without one (or, which callbacks that never nest rule
-    /// out, while it is borrowed) the request is refused.
-    fn with_worker(&mut self, f: impl FnOnce(&mut Request, &mut Worker) -> Flow) -> Action {
+    /// out, while it is borrowed) `otherwise` says what happens.
+    fn with_worker(
+        &mut self,
+        f: impl FnOnce(&mut Request, &mut Worker) -> Flow,
+        otherwise: impl FnOnce(&Request) -> Flow,
+    ) -> Action {
         let flow = match self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
             Some(mut worker) => f(&mut self.request, &mut worker),
-            None => unconfigured(&ProxyHost),
+            None => otherwise(&self.request),
         };
         match flow {
             Flow::Continue => Action::Continue,
@@ -40,19 +44,42 @@ impl GatehouseHttp {
 
 impl Context for GatehouseHttp {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        self.with_worker(|request, worker| {
-            request.on_answer(worker, &ProxyHost, token_id, body_size);
-            Flow::Continue
-        });
+        self.with_worker(
+            |request, worker| {
+                request.on_answer(worker, &ProxyHost, token_id, body_size);
+                Flow::Continue
+            },
+            // A held request is refused rather than left hanging; a stray answer is ignored.
+            |request| {
+                if request.is_held() {
+                    unconfigured(&ProxyHost)
+                } else {
+                    Flow::Continue
+                }
+            },
+        );
     }
 }
 
 impl HttpContext for GatehouseHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.with_worker(|request, worker| request.on_headers(worker, &ProxyHost, end_of_stream))
+        self.with_worker(
+            |request, worker| request.on_headers(worker, &ProxyHost, end_of_stream),
+            |_| unconfigured(&ProxyHost),
+        )
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.with_worker(|request, worker| request.on_body(worker, &ProxyHost, body_size, end_of_stream))
+        self.with_worker(
+            |request, worker| request.on_body(worker, &ProxyHost, body_size, end_of_stream),
+            // A body that had to be read is refused, never let through unread.
+            |request| {
+                if request.is_reading_body() {
+                    unconfigured(&ProxyHost)
+                } else {
+                    Flow::Continue
+                }
+            },
+        )
     }
 }

@@ -25,6 +25,9 @@ use crate::policy::{Policy, RemoteJwks};
 /// Largest JWKS document accepted.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
+/// Attempts at publishing a document while other workers publish too.
+const PUBLISH_TRIES: usize = 4;
+
 const WHAT: &str = "the JWKS";
 
 /// The shared-data keys of one remote JWKS.
@@ -40,9 +43,11 @@ impl SharedKeys {
         let base = format!("gatehouse.jwks.{}.{}", remote.cluster, remote.path);
         SharedKeys {
             head: format!("{base}.head"),
+            // Not the bare base: that held the unversioned record of earlier releases,
+            // which workers of one still draining in the same VM may read.
+            document: format!("{base}.document"),
             lease: format!("{base}.lease"),
             refetch: format!("{base}.refetch"),
-            document: base,
         }
     }
 }
@@ -199,19 +204,35 @@ impl JwksSync {
         if !self.install(policy, runtime, body) {
             return false;
         }
-        // The document first, the head last: a worker that sees a version finds it.
-        let version = host
-            .get(&self.keys.head)
-            .and_then(|(bytes, _)| Head::decode(&bytes))
-            .map_or(1, |h| h.version.saturating_add(1));
-        host.set(&self.keys.document, &encode(version, body), None);
-        let head = Head {
-            version,
-            fetched_at: host.now(),
-        };
-        host.set(&self.keys.head, &head.encode(), None);
-        self.seen = version;
+        self.publish(host, body);
         true
+    }
+
+    /// Publishes `body` under the next version: the document first, the head last
+    /// (a worker that sees a version finds it), the head compared-and-swapped, so two
+    /// workers publishing at once (a scheduled fetch and an early one) never both
+    /// claim one version: the later one publishes again above it, and every worker
+    /// ends on the same document.
+    fn publish(&mut self, host: &impl Host, body: &[u8]) {
+        for _ in 0..PUBLISH_TRIES {
+            let (version, cas) = match host.get(&self.keys.head) {
+                Some((bytes, cas)) => (Head::decode(&bytes).map_or(0, |h| h.version), cas),
+                None => (0, None),
+            };
+            let version = version.saturating_add(1);
+            if !host.set(&self.keys.document, &encode(version, body), None) {
+                return;
+            }
+            let head = Head {
+                version,
+                fetched_at: host.now(),
+            };
+            if host.set(&self.keys.head, &head.encode(), cas) {
+                self.seen = version;
+                return;
+            }
+        }
+        warn!("gatehouse: could not publish the fetched JWKS to the other workers; they fetch their own when due");
     }
 
     /// Parses a JWKS and, if it has usable keys, makes them this worker's keys.

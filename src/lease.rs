@@ -26,8 +26,8 @@ pub fn try_take(shared: &impl SharedData, key: &str, now: i64, seconds: i64) -> 
         return false;
     }
     let until = now.saturating_add(seconds).to_be_bytes();
-    // Without a value there is no CAS to compare with; a key that never existed is
-    // taken by whoever sets it first, which the host orders.
+    // A key that never existed has no CAS to compare with: two workers taking it at
+    // the very same moment may both win, once (a second fetch or poll, no harm).
     shared.set(key, &until, cas)
 }
 

@@ -87,7 +87,7 @@ impl Metrics {
 
     /// Counts a request's outcome; it reaches Envoy with the next flush.
     pub fn count(&mut self, outcome: Outcome) {
-        if let Some(n) = self.pending.get_mut(outcome.index()) {
+        if let Some(n) = outcome.index().and_then(|i| self.pending.get_mut(i)) {
             *n += 1;
         }
     }

@@ -370,9 +370,9 @@ impl Outcome {
         Outcome::Denied(Reason::Internal),
     ];
 
-    /// Position in [`Outcome::ALL`].
-    pub fn index(self) -> usize {
-        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    /// Position in [`Outcome::ALL`] (`None`: not counted).
+    pub fn index(self) -> Option<usize> {
+        Outcome::ALL.iter().position(|o| *o == self)
     }
 
     /// The counter's name; Envoy shows it as `wasmcustom.<name>`.
@@ -432,9 +432,9 @@ impl Denials {
     pub fn get(&self, reason: Reason) -> &Denial {
         match reason {
             Reason::Unconfigured => &self.unconfigured,
-            _ => self
-                .by_outcome
-                .get(Outcome::Denied(reason).index())
+            _ => Outcome::Denied(reason)
+                .index()
+                .and_then(|i| self.by_outcome.get(i))
                 .unwrap_or(&self.internal),
         }
     }

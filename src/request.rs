@@ -25,8 +25,9 @@ pub enum Flow {
 /// A request's state between its callbacks.
 #[derive(Default)]
 pub struct Request {
-    /// While an early JWKS fetch runs: its callout and the request's headers.
-    waiting: Option<(u32, Headers)>,
+    /// While an early JWKS fetch runs: its callout, the request's headers, and whether
+    /// its body must then be read for `_method`.
+    waiting: Option<(u32, Headers, bool)>,
     /// While a form body is read for `_method`: the request's headers.
     reading_body: Option<Headers>,
 }
@@ -86,7 +87,7 @@ impl Request {
         if matches!(&decision, Decision::Deny(d) if d.reason == Reason::UnknownKey) {
             if let Some(token) = jwks.as_mut().and_then(|j| j.refetch(host, policy, metrics)) {
                 drop(decision);
-                self.waiting = Some((token, headers));
+                self.waiting = Some((token, headers, read_body));
                 return Flow::Pause;
             }
         }
@@ -141,10 +142,10 @@ impl Request {
 
     /// The answer to this request's early JWKS fetch; any other token is stray.
     pub fn on_answer(&mut self, worker: &mut Worker, host: &impl Host, token: u32, body_size: usize) {
-        if self.waiting.as_ref().is_none_or(|(t, _)| *t != token) {
+        if self.waiting.as_ref().is_none_or(|(t, _, _)| *t != token) {
             return;
         }
-        let Some((_, headers)) = self.waiting.take() else {
+        let Some((_, headers, read_body)) = self.waiting.take() else {
             return;
         };
         let now = host.now();
@@ -158,9 +159,16 @@ impl Request {
         if let Some(jwks) = jwks.as_mut() {
             jwks.on_answer(host, policy, runtime, metrics, token, body_size);
         }
-        // A held request never reads its body (it was held after its headers were
-        // decided on, which needed no body).
+        // Decided on its headers as before it was held; a body that must be read for
+        // `_method` still is, once the request goes on.
         match decide(policy, runtime, &headers, Body::None, now) {
+            Ok(decision) if read_body && matches!(decision, Decision::Allow { .. }) => {
+                // The decision counts once, when the body has been read.
+                set_identity(host, &decision);
+                drop(decision);
+                self.reading_body = Some(headers);
+                host.resume_request();
+            }
             Ok(decision) => {
                 metrics.count(decision.outcome());
                 apply(host, &decision, true);
@@ -169,6 +177,16 @@ impl Request {
                 internal_error(metrics, policy, host);
             }
         }
+    }
+
+    /// Whether the request is held for a fetch.
+    pub fn is_held(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Whether the request's body is being held to be read.
+    pub fn is_reading_body(&self) -> bool {
+        self.reading_body.is_some()
     }
 }
 
@@ -181,11 +199,7 @@ pub fn internal_error(metrics: &mut Metrics, policy: &Policy, host: &impl Host) 
 /// No worker to decide with (the configuration was refused, so Envoy should never
 /// route a request here): 503, and nothing to count it in.
 pub fn unconfigured(host: &impl Host) -> Flow {
-    let mut denial = Reason::Internal.denial("", &[]);
-    denial.status = 503;
-    denial.body =
-        r#"{"error":"temporarily_unavailable","error_description":"the filter is not configured"}"#.into();
-    send(host, &denial)
+    send(host, &Reason::Unconfigured.denial("", &[]))
 }
 
 /// Applies a decision; `held` if the request was held and must be resumed.

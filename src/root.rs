@@ -44,6 +44,8 @@ impl RootContext for GatehouseRoot {
         let config = self.get_plugin_configuration().unwrap_or_default();
         match Worker::configure(&ProxyHost, &config, |name| std::env::var(name).ok()) {
             Ok(mut worker) => {
+                // What the previous configuration counted reaches Envoy first.
+                self.with_worker(|old| old.flush(&ProxyHost));
                 self.set_tick_period(worker.tick_period());
                 worker.flush(&ProxyHost);
                 self.worker = Some(Rc::new(RefCell::new(worker)));

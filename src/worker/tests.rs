@@ -406,6 +406,57 @@ fn a_request_held_for_an_unknown_kid_is_refused_when_the_jwks_fetch_fails() {
     assert_eq!(envoy.counter("gatehouse.denied.unknown_key"), 2);
 }
 
+/// A form POST whose `_method` must be read, held for an unknown `kid`: once the key is
+/// known its body is still read, and `_method=DELETE` meets the DELETE rule.
+#[test]
+fn a_held_request_whose_body_matters_still_has_its_body_read() {
+    let config = format!(
+        r#"{{"issuer": "{ISSUER}", "audiences": ["api"], "algorithms": ["EdDSA", "ES256"],
+            "max_token_lifetime_seconds": 3600,
+            "jwks": {{"remote": {{"cluster": "token"}}}},
+            "rules": [{{"path": "/users/{{id}}", "methods": ["DELETE"], "require": {{"any_of": ["root"]}}}}],
+            "no_match": "authenticated"}}"#
+    );
+    let mut envoy = Envoy::start(&config, &[0]);
+    envoy.tick(0);
+    let call = envoy.one_call();
+    envoy.answer(&call, Some(200), &jwks_with(&["k-es"]));
+    let (worker, host, _) = &mut envoy.workers[0];
+    let bearer = format!("Bearer {}", eddsa_token());
+    host.begin(
+        &[
+            (":method", "POST"),
+            (":path", "/users/4"),
+            ("authorization", &bearer),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        b"_method=DELETE",
+    );
+    let mut held = Request::default();
+    assert_eq!(
+        held.on_headers(worker, host, false),
+        Flow::Pause,
+        "held for the kid"
+    );
+    let call = envoy.one_call();
+    let (worker, host, _) = &mut envoy.workers[0];
+    let size = host.answering(Some(200), &jwks_with(&["k-ed"]));
+    held.on_answer(worker, host, call.token, size);
+    assert!(host.resumed() && host.reply().is_none(), "the headers go on");
+    assert!(held.is_reading_body());
+    let body_len = b"_method=DELETE".len();
+    assert_eq!(held.on_body(worker, host, body_len, true), Flow::Pause);
+    let reply = host.reply().expect("refused once the body is read");
+    assert_eq!(reply.status, 403);
+    assert!(reply.body.contains("insufficient_scope"), "{}", reply.body);
+    assert_eq!(envoy.counter("gatehouse.denied.forbidden"), 1);
+    assert_eq!(
+        envoy.counter("gatehouse.allowed.token"),
+        0,
+        "counted once, as refused"
+    );
+}
+
 #[test]
 fn a_stray_answer_to_the_root_context_changes_nothing() {
     let mut envoy = Envoy::start(&revocation_config(""), &[0]);
