@@ -143,7 +143,8 @@ impl Issuer {
     }
 
     /// The public keys for `/.well-known/jwks.json`, with any key the store holds
-    /// that signs now or will (read when the copy is older than [`JWKS_READ_EVERY`]).
+    /// that signs now or will (read when the copy is older than [`JWKS_READ_EVERY`], so a
+    /// replica that has not reloaded yet misses such a key for at most that long).
     /// Replicas reload their keys every second, so without this a verifier that
     /// refetches the JWKS for a token's unknown `kid` (the Gatehouse filter does, at
     /// once) could reach a replica that has not yet seen the key another replica
@@ -151,17 +152,22 @@ impl Issuer {
     /// next refetch. Keys are only added here; which key signs, and which retired key
     /// is no longer published, change on the reload.
     pub async fn published_jwks(&self, store: &Store, now: i64) -> Arc<Value> {
-        if self.alg != SigningAlg::Hs256 {
-            let mut read_at = self.jwks_read_at.lock().await;
-            if read_at.is_none_or(|t| t.elapsed() >= JWKS_READ_EVERY) {
-                match store.signing_keys().await {
-                    Ok(keys) => {
-                        self.add_signing_keys(&keys, now);
-                        *read_at = Some(Instant::now());
-                    }
-                    // The copy is still good, at most a reload old.
-                    Err(e) => warn!(error = %e, "could not read the signing keys for the JWKS"),
-                }
+        if self.alg == SigningAlg::Hs256 {
+            return self.jwks();
+        }
+        // One read at a time; requests meanwhile get the copy, never wait for the store.
+        let Ok(mut read_at) = self.jwks_read_at.try_lock() else {
+            return self.jwks();
+        };
+        if read_at.is_none_or(|t| t.elapsed() >= JWKS_READ_EVERY) {
+            // Failures too wait for the next slot: a store that is down is not asked
+            // once per request.
+            *read_at = Some(Instant::now());
+            match tokio::time::timeout(JWKS_READ_EVERY, store.signing_keys()).await {
+                Ok(Ok(keys)) => self.add_signing_keys(&keys, now),
+                // The copy is still good, at most a reload old.
+                Ok(Err(e)) => warn!(error = %e, "could not read the signing keys for the JWKS"),
+                Err(_) => warn!("reading the signing keys for the JWKS took too long"),
             }
         }
         self.jwks()

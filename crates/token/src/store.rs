@@ -38,8 +38,6 @@ pub enum StoreError {
     CorruptRevocation(i64),
     #[error("another process made a current signing key at the same time")]
     KeyRace,
-    #[error("signing key {0} has an algorithm this service does not know")]
-    UnknownKeyAlgorithm(String),
 }
 
 /// A user as the rest of the service sees it: no password hash.
@@ -636,23 +634,27 @@ impl Store {
             }
         };
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let kid: String = r.try_get("kid")?;
-                let alg: String = r.try_get("alg")?;
-                let alg = crate::signing::SigningAlg::from_name(&alg)
-                    .ok_or_else(|| StoreError::UnknownKeyAlgorithm(kid.clone()))?;
-                Ok(StoredKey {
-                    kid,
-                    alg,
-                    sealed: r.try_get("sealed_key")?,
-                    public_jwk: r.try_get("public_jwk")?,
-                    created_at: r.try_get("created_at")?,
-                    retired_at: r.try_get("retired_at")?,
-                    activates_at: r.try_get("activates_at")?,
-                })
-            })
-            .collect()
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let kid: String = r.try_get("kid")?;
+            let alg: String = r.try_get("alg")?;
+            // A key of an algorithm this build does not know (written by a newer one):
+            // left out, as the older string comparison left it out of signing.
+            let Some(alg) = crate::signing::SigningAlg::from_name(&alg) else {
+                tracing::warn!(kid = %kid, alg = %alg, "signing key of an unknown algorithm left out");
+                continue;
+            };
+            keys.push(StoredKey {
+                kid,
+                alg,
+                sealed: r.try_get("sealed_key")?,
+                public_jwk: r.try_get("public_jwk")?,
+                created_at: r.try_get("created_at")?,
+                retired_at: r.try_get("retired_at")?,
+                activates_at: r.try_get("activates_at")?,
+            });
+        }
+        Ok(keys)
     }
 
     pub async fn close(&self) {
