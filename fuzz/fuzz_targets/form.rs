@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue};
-use gatehouse_token::app::TOKEN_BODY_LIMIT;
+use gatehouse_token::form::TOKEN_BODY_LIMIT;
 use gatehouse_token::{form, username};
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
