@@ -10,7 +10,8 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -297,8 +298,8 @@ async fn two_replicas_on_postgres_act_as_one_service() {
     );
 }
 
-/// Four clients log in and refresh through Envoy for five seconds; replica A is
-/// SIGKILLed after two. What may fail is told by order, not by time: a request in
+/// Four clients log in and refresh through Envoy; replica A is SIGKILLed once 8 logins
+/// were served, and each client goes on until it is served after the kill. What may fail is told by order, not by time: a request in
 /// flight on A when it died (a login is not retried after its request was sent: it is
 /// not idempotent), and a client's first request after the kill, which Envoy may have
 /// put on a pooled connection to A before reading that A closed it. Every later request
@@ -307,20 +308,36 @@ async fn two_replicas_on_postgres_act_as_one_service() {
 async fn replica_killed_mid_flood(http: &Http, edge: &str, mut a: Server, b: Server) {
     let http = Arc::new(Http(http.0.clone()));
     let start = Instant::now();
+    // Logins answered 200 so far, and when A's kill ended: the flood runs by cause, not
+    // for a while: A is killed once the flood has been served, and each client goes on
+    // until it has been served after the kill.
+    let served = Arc::new(AtomicUsize::new(0));
+    let killed: Arc<OnceLock<Duration>> = Arc::new(OnceLock::new());
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let (http, edge) = (http.clone(), edge.to_string());
+            let (served, killed) = (served.clone(), killed.clone());
             tokio::spawn(async move {
                 let mut held: Vec<String> = Vec::new();
                 // (sent, answered, status) of every request, in the order sent.
                 let mut requests: Vec<(Duration, Duration, u16)> = Vec::new();
-                while start.elapsed() < Duration::from_secs(5) {
+                loop {
+                    let served_after_kill = killed.get().is_some_and(|k| {
+                        requests
+                            .iter()
+                            .any(|&(sent, _, status)| sent > *k && status == 200)
+                    });
+                    if served_after_kill {
+                        break;
+                    }
+                    assert!(requests.len() < 2000, "never served after the kill: {requests:?}");
                     let sent = start.elapsed();
                     let (status, body) = http.login(&edge, "alice", "alice-demo-pass").await;
                     requests.push((sent, start.elapsed(), status));
                     if status != 200 {
                         continue;
                     }
+                    served.fetch_add(1, Ordering::SeqCst);
                     // Rotate once: the rotated-to token is what must survive. A refresh
                     // that fails was in flight on A: its outcome is unknown to the
                     // client, so it is not counted as committed either way.
@@ -335,10 +352,18 @@ async fn replica_killed_mid_flood(http: &Http, edge: &str, mut a: Server, b: Ser
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    for waited in 0.. {
+        if served.load(Ordering::SeqCst) >= 8 {
+            break;
+        }
+        // A hang guard (the flood never got going), not a bound on speed.
+        assert!(waited < 1200, "the flood was never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let kill_began = start.elapsed();
     a.kill9();
     let kill_ended = start.elapsed();
+    let _ = killed.set(kill_ended);
 
     let mut held = Vec::new();
     let (mut answered, mut failures) = (0, Vec::new());
