@@ -355,9 +355,9 @@ fn a_rotated_jwks_reaches_every_worker_within_a_tick() {
     assert!(envoy.calls().is_empty());
 }
 
-#[test]
-fn a_request_held_for_an_unknown_kid_resumes_when_the_jwks_answers() {
-    let mut envoy = Envoy::start(&jwks_config(), &[0]);
+/// Worker 0 holds only `k-es`; a request with the `k-ed` token is held while the JWKS
+/// is fetched again. The held request and that fetch.
+fn held_for_unknown_kid(envoy: &mut Envoy) -> (Request, SentCall) {
     envoy.tick(0);
     let call = envoy.one_call();
     envoy.answer(&call, Some(200), &jwks_with(&["k-es"]));
@@ -365,7 +365,13 @@ fn a_request_held_for_an_unknown_kid_resumes_when_the_jwks_answers() {
     let mut held = Request::default();
     assert_eq!(request_on(&mut held, worker, host, &eddsa_token()), Flow::Pause);
     assert!(host.reply().is_none(), "held, not refused");
-    let call = envoy.one_call();
+    (held, envoy.one_call())
+}
+
+#[test]
+fn a_request_held_for_an_unknown_kid_resumes_when_the_jwks_answers() {
+    let mut envoy = Envoy::start(&jwks_config(), &[0]);
+    let (mut held, call) = held_for_unknown_kid(&mut envoy);
     // A stray answer (another token) changes nothing: still held.
     let (worker, host, _) = &mut envoy.workers[0];
     let size = host.answering(Some(200), &jwks_with(&["k-ed"]));
@@ -385,13 +391,7 @@ fn a_request_held_for_an_unknown_kid_resumes_when_the_jwks_answers() {
 #[test]
 fn a_request_held_for_an_unknown_kid_is_refused_when_the_jwks_fetch_fails() {
     let mut envoy = Envoy::start(&jwks_config(), &[0]);
-    envoy.tick(0);
-    let call = envoy.one_call();
-    envoy.answer(&call, Some(200), &jwks_with(&["k-es"]));
-    let (worker, host, _) = &mut envoy.workers[0];
-    let mut held = Request::default();
-    assert_eq!(request_on(&mut held, worker, host, &eddsa_token()), Flow::Pause);
-    let call = envoy.one_call();
+    let (mut held, call) = held_for_unknown_kid(&mut envoy);
     let (worker, host, _) = &mut envoy.workers[0];
     host.answering(None, "");
     held.on_answer(worker, host, call.token, 0);

@@ -18,6 +18,16 @@ async fn login(app: &TestApp) -> String {
     r["access_token"].as_str().unwrap().to_string()
 }
 
+/// The `kid`s a JWKS publishes.
+fn kids_of(jwks: &serde_json::Value) -> Vec<&str> {
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect()
+}
+
 fn kid_of(token: &str) -> String {
     jwt_compact::UntrustedToken::new(token)
         .unwrap()
@@ -116,12 +126,7 @@ async fn rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     assert_eq!(kid_of(&new), next.kid);
 
     let jwks = app.get_json("/.well-known/jwks.json").await;
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = kids_of(&jwks);
     assert_eq!(kids.len(), 2, "{kids:?}");
     assert!(kids.contains(&kid_of(&old).as_str()) && kids.contains(&next.kid.as_str()));
     assert_eq!(
@@ -207,12 +212,7 @@ async fn a_key_made_current_elsewhere_is_published_before_this_replica_reloads()
     // is older than a read may be (JWKS_READ_EVERY), so the next request reads the store.
     tokio::time::sleep(gatehouse_token::issue::JWKS_READ_EVERY).await;
     let jwks = app.get_json("/.well-known/jwks.json").await;
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = kids_of(&jwks);
     assert!(kids.contains(&next.kid.as_str()), "{jwks}");
     assert_eq!(kids.len(), 2, "the old key's tokens are still alive: {jwks}");
     let signed_elsewhere = {
