@@ -72,6 +72,8 @@ lint: wasm-target
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p gatehouse -p noop-filter --target wasm32-wasip1 -- -D warnings
+	# The fuzz crate is its own workspace: build its targets so a moved item breaks here.
+	cargo check --manifest-path fuzz/Cargo.toml --bins --examples
 
 ## Host-only unit tests (no Envoy needed).
 unit:

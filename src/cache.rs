@@ -60,14 +60,15 @@ impl TokenCache {
         h.finish128().as_u128()
     }
 
-    /// The verified token, if cached and still within its validity at `now`.
-    pub fn get(&mut self, token: &str, now: i64, skew: i64) -> Option<Rc<VerifiedToken>> {
+    /// The verified token, if cached and still within its validity at `now` (with
+    /// the clock skew its provider allows).
+    pub fn get(&mut self, token: &str, now: i64, skew: impl Fn(usize) -> i64) -> Option<Rc<VerifiedToken>> {
         if !self.enabled() {
             return None;
         }
         let key = self.key(token);
         match self.entries.get(&key) {
-            Some(v) if v.valid_at(now, skew) => {
+            Some(v) if v.valid_at(now, skew(v.provider)) => {
                 self.hits += 1;
                 Some(v.clone())
             }
@@ -87,12 +88,18 @@ impl TokenCache {
         self.entries.clear();
     }
 
-    pub fn insert(&mut self, token: &str, verified: Rc<VerifiedToken>, now: i64, skew: i64) {
+    pub fn insert(
+        &mut self,
+        token: &str,
+        verified: Rc<VerifiedToken>,
+        now: i64,
+        skew: impl Fn(usize) -> i64,
+    ) {
         if !self.enabled() {
             return;
         }
         if self.entries.len() >= self.max_entries {
-            self.entries.retain(|_, v| v.valid_at(now, skew));
+            self.entries.retain(|_, v| v.valid_at(now, skew(v.provider)));
             if self.entries.len() >= self.max_entries {
                 self.entries.clear();
             }
@@ -109,6 +116,7 @@ mod tests {
 
     fn verified(exp: i64, nbf: Option<i64>) -> Rc<VerifiedToken> {
         Rc::new(VerifiedToken {
+            provider: 0,
             subject: "alice".into(),
             roles: vec![],
             claims: StrictObject::default(),
@@ -134,14 +142,17 @@ mod tests {
     #[test]
     fn entries_live_only_as_long_as_their_token() {
         let mut c = TokenCache::new(10);
-        c.insert("t1", verified(1000, Some(500)), 600, 60);
-        assert!(c.get("t1", 600, 60).is_some());
-        assert!(c.get("t1", 1060, 60).is_some(), "within skew after exp");
-        assert!(c.get("t1", 1061, 60).is_none(), "never past exp + skew");
-        assert!(c.get("t1", 600, 60).is_none(), "the expired entry was dropped");
-        c.insert("t2", verified(1000, Some(500)), 600, 60);
-        assert!(c.get("t2", 439, 60).is_none(), "never before nbf - skew");
-        assert!(c.get("t3", 600, 60).is_none());
+        c.insert("t1", verified(1000, Some(500)), 600, |_| 60);
+        assert!(c.get("t1", 600, |_| 60).is_some());
+        assert!(c.get("t1", 1060, |_| 60).is_some(), "within skew after exp");
+        assert!(c.get("t1", 1061, |_| 60).is_none(), "never past exp + skew");
+        assert!(
+            c.get("t1", 600, |_| 60).is_none(),
+            "the expired entry was dropped"
+        );
+        c.insert("t2", verified(1000, Some(500)), 600, |_| 60);
+        assert!(c.get("t2", 439, |_| 60).is_none(), "never before nbf - skew");
+        assert!(c.get("t3", 600, |_| 60).is_none());
         assert_eq!((c.hits, c.misses), (2, 4));
     }
 
@@ -149,22 +160,22 @@ mod tests {
     fn bounded_and_switchable() {
         let mut c = TokenCache::new(3);
         for i in 0..10 {
-            c.insert(&format!("t{i}"), verified(1000, None), 0, 0);
+            c.insert(&format!("t{i}"), verified(1000, None), 0, |_| 0);
             assert!(c.len() <= 3);
         }
-        assert!(c.get("t9", 0, 0).is_some());
+        assert!(c.get("t9", 0, |_| 0).is_some());
         let mut off = TokenCache::new(0);
-        off.insert("t", verified(1000, None), 0, 0);
-        assert!(off.get("t", 0, 0).is_none());
+        off.insert("t", verified(1000, None), 0, |_| 0);
+        assert!(off.get("t", 0, |_| 0).is_none());
         assert_eq!((off.hits, off.misses), (0, 0));
     }
 
     #[test]
     fn similar_tokens_do_not_collide() {
         let mut c = TokenCache::new(100);
-        c.insert("abc.def.ghi", verified(1000, None), 0, 0);
+        c.insert("abc.def.ghi", verified(1000, None), 0, |_| 0);
         for other in ["abc.def.ghj", "abc.def.gh", "abc.def.ghi ", "ABC.def.ghi"] {
-            assert!(c.get(other, 0, 0).is_none(), "{other}");
+            assert!(c.get(other, 0, |_| 0).is_none(), "{other}");
         }
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! `serde_json::Map` keeps the last of two equal names, so `{"sub":"bob","sub":"admin"}`
 //! would mean whatever the last parser in the chain decides. RFC 7519 §4 lets a
-//! consumer reject such a token; we do, for the header's extra fields and the claims.
+//! consumer reject such a token; we do, at every depth (roles and conditions read
+//! nested claims such as `realm_access.roles`), for the header's extra fields and the
+//! claims.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 /// A JSON object with unique member names.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +23,168 @@ impl StrictObject {
 
     pub fn contains(&self, name: &str) -> bool {
         self.0.contains_key(name)
+    }
+
+    /// The value a JSON Pointer points at, if any.
+    pub fn pointer(&self, pointer: &Pointer) -> Option<&Value> {
+        let (first, rest) = pointer.tokens.split_first()?;
+        let mut value = self.0.get(first)?;
+        for token in rest {
+            value = match value {
+                Value::Object(map) => map.get(token)?,
+                Value::Array(items) => items.get(array_index(token)?)?,
+                _ => return None,
+            };
+        }
+        Some(value)
+    }
+
+    /// The claims as one JSON object (for the payload header).
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+/// An array index in a pointer: digits without a leading zero (RFC 6901 §4).
+fn array_index(token: &str) -> Option<usize> {
+    if token.is_empty()
+        || (token.len() > 1 && token.starts_with('0'))
+        || !token.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// A JSON Pointer (RFC 6901) into the claims, such as `/realm_access/roles` or
+/// `/https:~1~1example.com~1roles`; the empty pointer (the whole document) is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    /// As written, for messages.
+    pub text: String,
+    /// The reference tokens, unescaped.
+    tokens: Vec<String>,
+}
+
+impl Pointer {
+    /// Parses `/a/b~1c` (`~1` is `/`, `~0` is `~`); `Err` says why it is not a pointer.
+    pub fn parse(text: &str) -> Result<Pointer, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!(
+                "`{text}` is not a JSON Pointer (RFC 6901): it must start with `/`"
+            ));
+        };
+        let mut tokens = Vec::new();
+        for raw in rest.split('/') {
+            let mut token = String::with_capacity(raw.len());
+            let mut chars = raw.chars();
+            while let Some(c) = chars.next() {
+                match (c, c == '~') {
+                    (_, true) => match chars.next() {
+                        Some('0') => token.push('~'),
+                        Some('1') => token.push('/'),
+                        _ => {
+                            return Err(format!(
+                                "`{text}` is not a JSON Pointer (RFC 6901): `~` must be followed by 0 or 1"
+                            ))
+                        }
+                    },
+                    (c, false) => token.push(c),
+                }
+            }
+            tokens.push(token);
+        }
+        Ok(Pointer {
+            text: text.to_string(),
+            tokens,
+        })
+    }
+
+    /// The pointer to a top-level claim.
+    pub fn claim(name: &str) -> Pointer {
+        Pointer {
+            text: format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+            tokens: vec![name.to_string()],
+        }
+    }
+
+    /// The top-level claim's name, when the pointer points at one.
+    pub fn top_level(&self) -> Option<&str> {
+        match self.tokens.as_slice() {
+            [name] => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON value whose objects, at every depth, have unique member names.
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(StrictValue)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value with unique member names")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                return Err(A::Error::custom("duplicate member name"));
+            }
+            let value = map.next_value_seed(StrictValue)?;
+            members.insert(name, value);
+        }
+        Ok(Value::Object(members))
     }
 }
 
@@ -41,7 +205,7 @@ impl<'de> Deserialize<'de> for StrictObject {
                     if members.contains_key(&name) {
                         return Err(A::Error::custom("duplicate member name"));
                     }
-                    let value: Value = map.next_value()?;
+                    let value = map.next_value_seed(StrictValue)?;
                     members.insert(name, value);
                 }
                 Ok(StrictObject(members))
@@ -70,7 +234,13 @@ pub fn string_claim<'c>(claims: &'c StrictObject, name: &str) -> Result<&'c str,
 
 /// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
 pub fn audiences(claims: &StrictObject) -> Result<Vec<&str>, ClaimError> {
-    match claims.get("aud") {
+    audiences_in(claims, "aud")
+}
+
+/// `aud` (or the claim a provider names instead, such as Cognito's `client_id`): one
+/// string or an array of strings (RFC 7519 §4.1.3).
+pub fn audiences_in<'c>(claims: &'c StrictObject, name: &str) -> Result<Vec<&'c str>, ClaimError> {
+    match claims.get(name) {
         None => Err(ClaimError::Missing),
         Some(Value::String(s)) => Ok(vec![s.as_str()]),
         Some(Value::Array(items)) => items
@@ -81,23 +251,37 @@ pub fn audiences(claims: &StrictObject) -> Result<Vec<&str>, ClaimError> {
     }
 }
 
-/// The roles claim: an array of strings, or one space-delimited string as OAuth's
-/// `scope` is (RFC 6749 §3.3). Absent means no roles. Anything else is an error, so a
-/// type confusion such as `{"admin": true}` or `[["admin"]]` can never grant a role.
-pub fn roles(claims: &StrictObject, name: &str) -> Result<Vec<String>, ClaimError> {
-    match claims.get(name) {
-        None => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(s
-            .split(' ')
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(ClaimError::WrongType))
-            .collect(),
+/// The roles at one pointer: an array of strings, or one space-delimited string as
+/// OAuth's `scope` is (RFC 6749 §3.3). Absent means no roles. Anything else is an
+/// error, so a type confusion such as `{"admin": true}` or `[["admin"]]` can never
+/// grant a role.
+pub fn roles_at(claims: &StrictObject, pointer: &Pointer, into: &mut Vec<String>) -> Result<(), ClaimError> {
+    let mut add = |role: &str| {
+        if !role.is_empty() && !into.iter().any(|r| r == role) {
+            into.push(role.to_string());
+        }
+    };
+    match claims.pointer(pointer) {
+        None => Ok(()),
+        Some(Value::String(s)) => {
+            s.split(' ').for_each(&mut add);
+            Ok(())
+        }
+        Some(Value::Array(items)) => {
+            for item in items {
+                add(item.as_str().ok_or(ClaimError::WrongType)?);
+            }
+            Ok(())
+        }
         Some(_) => Err(ClaimError::WrongType),
     }
+}
+
+/// The roles claim by name (see [`roles_at`]).
+pub fn roles(claims: &StrictObject, name: &str) -> Result<Vec<String>, ClaimError> {
+    let mut roles = Vec::new();
+    roles_at(claims, &Pointer::claim(name), &mut roles)?;
+    Ok(roles)
 }
 
 #[cfg(test)]

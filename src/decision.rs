@@ -2,42 +2,49 @@
 //! policy, the method, the path, the headers and the time. The table of outcomes
 //! ([`crate::outcome`]) says what each refusal answers and how it is counted.
 
-use serde_json::Value;
-
 use std::rc::Rc;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
 
 use crate::cache::TokenCache;
 use crate::form_override::{body_methods, form_kind};
+use crate::forward::{encode, encode_list};
 use crate::keys::KeySet;
 use crate::path::{canonical_method, canonical_path};
-use crate::policy::Policy;
+use crate::policy::{ForwardSource, Policy};
 use crate::revocation::{Revocations, Unusable};
-use crate::routes::{is_method_override_header, request_methods, Requirement};
+use crate::routes::{claims_hold, is_method_override_header, request_methods, Requirement};
 use crate::token::{verify, VerifiedToken};
 
 pub use crate::outcome::{Denial, Outcome, Reason};
 
-/// What a worker keeps between requests: the keys in use (from the configuration or
-/// a JWKS fetch), its cache of verified tokens, and the revoked tokens it knows.
+/// What a worker keeps between requests: each provider's keys in use (from the
+/// configuration or a JWKS fetch), its cache of verified tokens, and the revoked
+/// tokens it knows of each provider.
 pub struct Runtime {
-    pub keys: Rc<KeySet>,
+    /// Indexed like [`Policy::providers`].
+    pub keys: Vec<Rc<KeySet>>,
     pub cache: TokenCache,
-    /// `None` when revocation is not configured.
-    pub revocations: Option<Revocations>,
+    /// Indexed like [`Policy::providers`]; `None` where revocation is not configured.
+    pub revocations: Vec<Option<Revocations>>,
 }
 
 impl Runtime {
-    pub fn new(keys: Rc<KeySet>, cache_entries: usize) -> Self {
+    /// The inline keys of every provider, no revocations yet.
+    pub fn new(policy: &Policy) -> Self {
         Runtime {
-            keys,
-            cache: TokenCache::new(cache_entries),
-            revocations: None,
+            keys: policy.providers.iter().map(|p| p.inline_keys.clone()).collect(),
+            cache: TokenCache::new(policy.token_cache_entries),
+            revocations: policy.providers.iter().map(|_| None).collect(),
         }
     }
 
-    /// New keys: verified tokens may have been signed by a key that is now gone.
-    pub fn set_keys(&mut self, keys: Rc<KeySet>) {
-        self.keys = keys;
+    /// New keys for one provider: verified tokens may have been signed by a key that
+    /// is now gone.
+    pub fn set_keys(&mut self, provider: usize, keys: Rc<KeySet>) {
+        if let Some(slot) = self.keys.get_mut(provider) {
+            *slot = keys;
+        }
         self.cache.clear();
     }
 }
@@ -66,19 +73,29 @@ pub enum Decision<'a> {
     /// Send it upstream after removing and setting these headers.
     Allow {
         outcome: Outcome,
+        /// The provider of the token, if there was one.
+        provider: Option<usize>,
         /// Header names to delete (every value of each).
         remove: Vec<&'a str>,
         /// Header names to set, replacing any value a client sent.
         set: Vec<(&'a str, String)>,
     },
-    Deny(&'a Denial),
+    /// Refuse it, with this answer; the provider of the token, when it was known.
+    Deny(&'a Denial, Option<usize>),
 }
 
 impl Decision<'_> {
     pub fn outcome(&self) -> Outcome {
         match self {
             Decision::Allow { outcome, .. } => *outcome,
-            Decision::Deny(d) => Outcome::Denied(d.reason),
+            Decision::Deny(d, _) => Outcome::Denied(d.reason),
+        }
+    }
+
+    /// The provider whose token was decided on, if there was one.
+    pub fn provider(&self) -> Option<usize> {
+        match self {
+            Decision::Allow { provider, .. } | Decision::Deny(_, provider) => *provider,
         }
     }
 }
@@ -97,7 +114,7 @@ pub fn decide<'a>(
     match decide_with_body(policy, runtime, method, path, headers, Body::None, now) {
         Ok(decision) => decision,
         // Asked for only while a body is coming, which it is not here.
-        Err(ReadBody) => Decision::Deny(policy.denials.get(Reason::UnreadableBody)),
+        Err(ReadBody) => Decision::Deny(policy.denials.get(Reason::UnreadableBody), None),
     }
 }
 
@@ -113,7 +130,7 @@ pub fn decide_with_body<'a>(
     body: Body<'_>,
     now: i64,
 ) -> Result<Decision<'a>, ReadBody> {
-    let deny = |reason: Reason| Ok(Decision::Deny(policy.denials.get(reason)));
+    let deny = |reason: Reason| Ok(Decision::Deny(policy.denials.get(reason), None));
 
     let overrides = headers
         .iter()
@@ -162,56 +179,75 @@ fn decide_readings<'a>(
     headers: &'a [(String, Vec<u8>)],
     now: i64,
 ) -> Decision<'a> {
-    let deny = |reason: Reason| Decision::Deny(policy.denials.get(reason));
+    let deny = |reason: Reason, provider: Option<usize>| Decision::Deny(policy.denials.get(reason), provider);
+    let anonymous = |outcome: Outcome| Decision::Allow {
+        outcome,
+        provider: None,
+        remove: spoofed_identity(policy, headers, &[]),
+        set: Vec::new(),
+    };
     let matched = policy.routes.lookup(path, methods);
     if matched.iter().any(|m| *m.require == Requirement::Deny) {
-        return deny(Reason::Closed);
+        return deny(Reason::Closed, None);
+    }
+    if policy.cors_preflight && is_preflight(methods, headers) {
+        return anonymous(Outcome::AllowedPreflight);
     }
     if matched.iter().all(|m| *m.require == Requirement::Public) {
-        return Decision::Allow {
-            outcome: Outcome::AllowedPublic,
-            remove: spoofed_identity(policy, headers, &[]),
-            set: Vec::new(),
-        };
+        return anonymous(Outcome::AllowedPublic);
     }
+    let optional = matched
+        .iter()
+        .all(|m| matches!(m.require, Requirement::Public | Requirement::Optional));
 
-    let token = match bearer_token(headers) {
-        Ok(token) => token,
-        Err(reason) => return deny(reason),
+    let credential = match credential(policy, headers) {
+        Ok(Some(credential)) => credential,
+        Ok(None) if optional => return anonymous(Outcome::AllowedAnonymous),
+        Ok(None) => return deny(Reason::MissingToken, None),
+        Err(reason) => return deny(reason, None),
     };
-    let skew = policy.token.clock_skew_seconds;
-    let verified = match runtime.cache.get(token, now, skew) {
-        Some(hit) => hit,
-        None => match verify(&policy.token, &runtime.keys, token, now) {
+    if credential.from_cookie
+        && methods.iter().any(|m| !SAFE_METHODS.contains(&m.as_str()))
+        && !same_origin(policy, headers)
+    {
+        return deny(Reason::CrossSite, None);
+    }
+    let token = credential.token;
+    let accepts = |provider: usize| matched.iter().all(|m| m.accepts(provider));
+    let verified = match runtime.cache.get(token, now, |p| policy.skew_of(p)) {
+        Some(hit) if accepts(hit.provider) => hit,
+        Some(hit) => return deny(Reason::ProviderNotAccepted, Some(hit.provider)),
+        None => match verify(policy, &runtime.keys, token, now, accepts) {
             Ok(v) => {
                 let v = Rc::new(v);
-                runtime.cache.insert(token, v.clone(), now, skew);
+                runtime.cache.insert(token, v.clone(), now, |p| policy.skew_of(p));
                 v
             }
-            Err(reason) => return deny(reason),
+            Err(refused) => return deny(refused.reason, refused.provider),
         },
     };
+    let provider = Some(verified.provider);
     // After the cache: a token verified a minute ago may have been revoked since.
-    if let Some(revocations) = &runtime.revocations {
+    if let Some(Some(revocations)) = runtime.revocations.get(verified.provider) {
         match revocations.unusable(now) {
-            Some(Unusable::Stale) => return deny(Reason::RevocationStale),
-            Some(Unusable::NotLoaded) => return deny(Reason::RevocationUnloaded),
+            Some(Unusable::Stale) => return deny(Reason::RevocationStale, provider),
+            Some(Unusable::NotLoaded) => return deny(Reason::RevocationUnloaded, provider),
             None => {}
         }
         if revocations
             .set()
             .revokes(&verified.subject, verified.issued_at, verified.token_id())
         {
-            return deny(Reason::Revoked);
+            return deny(Reason::Revoked, provider);
         }
     }
     if let Some(unmet) = matched.iter().find(|m| !m.require.allows(&verified.roles)) {
-        return Decision::Deny(policy.denials.forbidden(unmet.rule));
+        return Decision::Deny(policy.denials.forbidden(unmet.rule), provider);
     }
-    let set = match identity_headers(policy, &verified) {
-        Some(set) => set,
-        None => return deny(Reason::Unforwardable),
-    };
+    if !matched.iter().all(|m| claims_hold(m.claims, &verified.claims)) {
+        return deny(Reason::ClaimMismatch, provider);
+    }
+    let set = identity_headers(policy, &verified);
     let mut remove = spoofed_identity(policy, headers, &set);
     let keep_authorization = policy.forward.authorization || matched.iter().all(|m| m.forward_authorization);
     if !keep_authorization {
@@ -219,27 +255,127 @@ fn decide_readings<'a>(
     }
     Decision::Allow {
         outcome: Outcome::Allowed,
+        provider,
         remove,
         set,
     }
 }
 
+/// Methods a browser sends cross-site without a preflight that change nothing (by
+/// the HTTP spec's definition of safe).
+const SAFE_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+
+/// A real CORS preflight: `OPTIONS` (and nothing else under any reading) with
+/// `Origin` and `Access-Control-Request-Method`.
+fn is_preflight(methods: &[String], headers: &[(String, Vec<u8>)]) -> bool {
+    let has = |name: &str| {
+        headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(name) && !v.is_empty())
+    };
+    methods.iter().all(|m| m == "OPTIONS") && has("origin") && has("access-control-request-method")
+}
+
+/// Whether a state-changing request that carries a cookie token comes from a page
+/// allowed to send it: one `Origin` on the configured list, or the browser's own
+/// `Sec-Fetch-Site: same-origin`.
+fn same_origin(policy: &Policy, headers: &[(String, Vec<u8>)]) -> bool {
+    let only = |name: &str| {
+        let mut values = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice());
+        match (values.next(), values.next()) {
+            (Some(v), None) => Some(v),
+            _ => None,
+        }
+    };
+    let allowed = policy
+        .cookie
+        .as_ref()
+        .map_or(&[][..], |c| c.allowed_origins.as_slice());
+    only("origin").is_some_and(|o| allowed.iter().any(|a| a.as_bytes() == o))
+        || only("sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case(b"same-origin"))
+}
+
+/// The token of a request, and where it came from.
+struct Credential<'h> {
+    token: &'h str,
+    /// From the cookie (the browser may have sent it on its own): CSRF applies.
+    from_cookie: bool,
+}
+
+/// The request's one credential: the `Authorization: Bearer` header, or the
+/// configured cookie. Both at once must be the same token; never the query string.
+fn credential<'h>(
+    policy: &Policy,
+    headers: &'h [(String, Vec<u8>)],
+) -> Result<Option<Credential<'h>>, Reason> {
+    let header = bearer_token(headers)?;
+    let cookie = match &policy.cookie {
+        Some(c) => cookie_token(headers, &c.name)?,
+        None => None,
+    };
+    match (header, cookie) {
+        (Some(h), Some(c)) if h != c => Err(Reason::CredentialsConflict),
+        (Some(token), _) => Ok(Some(Credential {
+            token,
+            from_cookie: false,
+        })),
+        (None, Some(token)) => Ok(Some(Credential {
+            token,
+            from_cookie: true,
+        })),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The value of cookie `name` across every `Cookie` header (RFC 6265 §5.4; HTTP/2
+/// may split it into several), without surrounding quotes. Twice is a conflict.
+fn cookie_token<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Result<Option<&'h str>, Reason> {
+    let mut found = None;
+    for (_, value) in headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("cookie")) {
+        for pair in value.split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let (n, v) = pair.split_at(eq);
+            if n.trim_ascii() != name.as_bytes() {
+                continue;
+            }
+            let v = v.get(1..).unwrap_or_default().trim_ascii();
+            let v = v
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v);
+            if found.is_some() {
+                return Err(Reason::CredentialsConflict);
+            }
+            found = Some(std::str::from_utf8(v).map_err(|_| Reason::Malformed)?);
+        }
+    }
+    Ok(found.filter(|t| !t.is_empty()))
+}
+
 /// The token from exactly one `Authorization: Bearer <token>` header (RFC 6750 §2.1;
-/// the scheme is case-insensitive, the token must be a `b64token`).
-fn bearer_token(headers: &[(String, Vec<u8>)]) -> Result<&str, Reason> {
+/// the scheme is case-insensitive, the token must be a `b64token`). `None`: no such
+/// header, or another scheme (Basic, ...), which is no credential for us (§3.1).
+fn bearer_token(headers: &[(String, Vec<u8>)]) -> Result<Option<&str>, Reason> {
     let mut values = headers
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
         .map(|(_, value)| value.as_slice());
-    let value = values.next().ok_or(Reason::MissingToken)?;
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(Reason::AuthorizationRepeated);
     }
     let scheme_end = value.iter().position(|&b| b == b' ').unwrap_or(value.len());
     let (scheme, rest) = value.split_at(scheme_end);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
-        // Another scheme (Basic, ...) is no credential for us: RFC 6750 §3.1.
-        return Err(Reason::MissingToken);
+        return Ok(None);
     }
     let token = rest.strip_prefix(b" ").unwrap_or(&[]);
     let chars_end = token
@@ -250,7 +386,9 @@ fn bearer_token(headers: &[(String, Vec<u8>)]) -> Result<&str, Reason> {
     if chars.is_empty() || !padding.iter().all(|&b| b == b'=') {
         return Err(Reason::AuthorizationMalformed);
     }
-    std::str::from_utf8(token).map_err(|_| Reason::AuthorizationMalformed)
+    std::str::from_utf8(token)
+        .map(Some)
+        .map_err(|_| Reason::AuthorizationMalformed)
 }
 
 /// Headers with which some frameworks (Symfony, IIS URL Rewrite) let a request name
@@ -288,42 +426,31 @@ fn spoofed_identity<'a>(
     names
 }
 
-/// The configured claims as (header, value). `None` if a value present in the token
-/// could smuggle a second value or a new line into a header.
-fn identity_headers<'a>(policy: &'a Policy, verified: &VerifiedToken) -> Option<Vec<(&'a str, String)>> {
-    let mut set = Vec::with_capacity(policy.forward.claims.len());
-    for (claim, header) in &policy.forward.claims {
-        let value = if *claim == policy.token.roles_claim {
-            if !verified.roles.iter().all(|r| is_safe_value(r, false)) {
-                return None;
-            }
-            verified.roles.join(",")
-        } else {
-            match verified.claims.get(claim) {
-                None => continue,
-                Some(Value::String(s)) if is_safe_value(s, true) => s.clone(),
-                Some(Value::String(s)) if s.is_empty() => continue,
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::Bool(b)) => b.to_string(),
-                Some(_) => return None,
-            }
+/// The configured claims as (header, value), each encoded so that no value can be
+/// refused or misread (see [`crate::forward`]), the provider's name, and the payload.
+fn identity_headers<'a>(policy: &'a Policy, verified: &VerifiedToken) -> Vec<(&'a str, String)> {
+    let forward = &policy.forward;
+    let mut set = Vec::with_capacity(forward.claims.len() + 2);
+    for (source, header) in &forward.claims {
+        let value = match source {
+            ForwardSource::Subject => encode(&serde_json::Value::String(verified.subject.clone())),
+            ForwardSource::Roles => encode_list(&verified.roles),
+            ForwardSource::Claim(pointer) => verified.claims.pointer(pointer).and_then(encode),
         };
-        if !value.is_empty() {
+        if let Some(value) = value {
             set.push((header.as_str(), value));
         }
     }
-    Some(set)
-}
-
-/// Visible ASCII, no list or parameter delimiters, no quotes or backslashes; inner
-/// spaces only where allowed.
-fn is_safe_value(value: &str, spaces: bool) -> bool {
-    !value.is_empty()
-        && !value.starts_with(' ')
-        && !value.ends_with(' ')
-        && value
-            .bytes()
-            .all(|b| (b == b' ' && spaces) || ((0x21..0x7f).contains(&b) && !b",;\"\\".contains(&b)))
+    if let (Some(header), Some(provider)) =
+        (&forward.provider_header, policy.providers.get(verified.provider))
+    {
+        set.push((header.as_str(), provider.name.clone()));
+    }
+    if let Some(header) = &forward.payload_header {
+        let json = verified.payload().to_string();
+        set.push((header.as_str(), Base64UrlUnpadded::encode_string(json.as_bytes())));
+    }
+    set
 }
 
 #[cfg(test)]
@@ -331,7 +458,7 @@ mod tests {
     use super::*;
     use crate::config::compile;
     use crate::token::tests::{good_claims, sign, sign_raw, NOW, SECRET};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn demo_policy() -> Policy {
         let json = r#"{
@@ -375,14 +502,14 @@ mod tests {
         let headers = h(headers);
         let d = decide(
             &policy,
-            &mut Runtime::new(Rc::default(), 0),
+            &mut Runtime::new(&policy),
             method.as_bytes(),
             path.as_bytes(),
             &headers,
             NOW,
         );
         let denial = match &d {
-            Decision::Deny(x) => Some((*x).clone()),
+            Decision::Deny(x, _) => Some((*x).clone()),
             Decision::Allow { .. } => None,
         };
         (d.outcome(), denial)
@@ -708,14 +835,17 @@ mod tests {
             ("x_rewrite_url", "/users/1"),
             ("x-original-url-extra", "kept"),
         ]);
-        let Decision::Allow { outcome, remove, set } = decide(
+        let Decision::Allow {
+            outcome, remove, set, ..
+        } = decide(
             &policy,
-            &mut Runtime::new(Rc::default(), 0),
+            &mut Runtime::new(&policy),
             b"GET",
             b"/users/me",
             &headers,
             NOW,
-        ) else {
+        )
+        else {
             panic!("denied")
         };
         assert_eq!(outcome, Outcome::Allowed);
@@ -744,7 +874,7 @@ mod tests {
         // On a public route too, and without touching Authorization there.
         let Decision::Allow { remove, set, .. } = decide(
             &policy,
-            &mut Runtime::new(Rc::default(), 0),
+            &mut Runtime::new(&policy),
             b"GET",
             b"/healthz",
             &headers,
@@ -767,27 +897,54 @@ mod tests {
     }
 
     #[test]
-    fn claims_that_could_smuggle_header_values_are_refused() {
-        for claims in [
-            json!({"sub": "alice\r\nx-auth-roles: admin"}),
-            json!({"sub": "alice,admin"}),
-            json!({"sub": " alice"}),
-            json!({"sub": "alice\u{0}"}),
-            json!({"sub": "alicé"}),
-            json!({"roles": ["user,admin"]}),
-            json!({"roles": ["user admin"]}),
-            json!({"roles": ["user\nadmin"]}),
-            json!({"email": ["a@x", "b@x"]}),
-            json!({"email": {"a": 1}}),
-            json!({"name": "a;b"}),
-        ] {
+    fn every_claim_is_forwarded_in_an_encoding_no_header_can_misread() {
+        let policy = demo_policy();
+        let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+            (
+                json!({"sub": "alice\r\nx-auth-roles: admin"}),
+                "x-auth-sub",
+                r#""alice\r\nx-auth-roles: admin""#,
+            ),
+            (json!({"sub": "alice,admin"}), "x-auth-sub", r#""alice,admin""#),
+            (json!({"sub": " alice"}), "x-auth-sub", r#"" alice""#),
+            (json!({"sub": "alice\u{0}"}), "x-auth-sub", r#""alice\u0000""#),
+            (json!({"sub": "alicé"}), "x-auth-sub", r#""alic\u00e9""#),
+            (
+                json!({"roles": ["user,admin"]}),
+                "x-auth-roles",
+                r#"["user,admin"]"#,
+            ),
+            (
+                json!({"roles": ["user admin"]}),
+                "x-auth-roles",
+                r#"["user admin"]"#,
+            ),
+            (json!({"email": ["a@x", "b@x"]}), "x-auth-email", "a@x,b@x"),
+            (json!({"email": {"a": 1}}), "x-auth-email", r#"{"a":1}"#),
+            (json!({"name": "a;b"}), "x-auth-name", r#""a;b""#),
+            (json!({"level": 3}), "x-auth-level", "3"),
+        ];
+        for (claims, header, want) in cases {
             let token = token_with(claims.clone());
-            let (outcome, _) = run(
-                "GET",
-                "/users/me",
-                &[("authorization", &format!("Bearer {token}"))],
+            let headers = h(&[("authorization", &format!("Bearer {token}"))]);
+            let decision = decide(
+                &policy,
+                &mut Runtime::new(&policy),
+                b"GET",
+                b"/users/me",
+                &headers,
+                NOW,
             );
-            assert_eq!(outcome, Outcome::Denied(Reason::Unforwardable), "{claims}");
+            let Decision::Allow { set, .. } = decision else {
+                panic!("{claims}: {decision:?}")
+            };
+            let got = set.iter().find(|(k, _)| *k == header).map(|(_, v)| v.as_str());
+            assert_eq!(got, Some(want), "{claims}");
+            assert!(
+                set.iter()
+                    .all(|(_, v)| v.bytes().all(|b| (0x20..0x7f).contains(&b))),
+                "{set:?}"
+            );
         }
     }
 
@@ -802,14 +959,9 @@ mod tests {
             SECRET.as_bytes(),
         );
         let headers = h(&[bearer_pair(&token)]);
-        let Decision::Allow { remove, set, .. } = decide(
-            &policy,
-            &mut Runtime::new(Rc::default(), 0),
-            b"GET",
-            b"/",
-            &headers,
-            NOW,
-        ) else {
+        let Decision::Allow { remove, set, .. } =
+            decide(&policy, &mut Runtime::new(&policy), b"GET", b"/", &headers, NOW)
+        else {
             panic!("denied")
         };
         assert!(remove.is_empty() && set.is_empty());
@@ -820,17 +972,11 @@ mod tests {
                        "rules":[{"prefix":"/admin","require":"authenticated","forward_authorization":true},
                                 {"path":"/Admin/x","require":"authenticated"}]}"#;
         let policy = compile(json.as_bytes(), |_| Some(SECRET.to_string())).unwrap();
-        let removed = |path: &[u8]| match decide(
-            &policy,
-            &mut Runtime::new(Rc::default(), 0),
-            b"POST",
-            path,
-            &headers,
-            NOW,
-        ) {
-            Decision::Allow { remove, .. } => remove.contains(&"authorization"),
-            Decision::Deny(d) => panic!("{d:?}"),
-        };
+        let removed =
+            |path: &[u8]| match decide(&policy, &mut Runtime::new(&policy), b"POST", path, &headers, NOW) {
+                Decision::Allow { remove, .. } => remove.contains(&"authorization"),
+                Decision::Deny(d, _) => panic!("{d:?}"),
+            };
         assert!(!removed(b"/admin/users/bob/disable"));
         assert!(removed(b"/users/me"), "no_match never forwards it");
         assert!(removed(b"/Admin/x"), "one reading is a rule without the flag");
@@ -844,7 +990,7 @@ mod tests {
     #[test]
     fn a_cached_token_still_meets_every_rule_and_its_own_exp() {
         let policy = demo_policy();
-        let mut runtime = Runtime::new(Rc::default(), 16);
+        let mut runtime = Runtime::new(&policy);
         let bob = token_with(json!({"sub": "bob", "roles": ["user"], "exp": NOW + 300}));
         let headers = h(&[("authorization", &format!("Bearer {bob}"))]);
         let mut run = |method: &[u8], path: &[u8], now: i64| {
@@ -880,9 +1026,9 @@ mod tests {
     fn revoked_tokens_are_refused_from_the_cache_too() {
         use crate::revocation::{BeforeFirstPoll, RevocationSet, Revocations};
         let policy = demo_policy();
-        let mut runtime = Runtime::new(Rc::default(), 16);
+        let mut runtime = Runtime::new(&policy);
         let mut revocations = Revocations::new(NOW - 100, None, BeforeFirstPoll::Allow);
-        runtime.revocations = Some(revocations.clone());
+        runtime.revocations = vec![Some(revocations.clone())];
         let bob_old = token_with(json!({"sub": "bob", "roles": ["user"], "iat": NOW - 10, "jti": "b1"}));
         let bob_new = token_with(json!({"sub": "bob", "roles": ["user"], "iat": NOW, "jti": "b2"}));
         let alice = sign(&good_claims());
@@ -890,7 +1036,7 @@ mod tests {
         let run = |runtime: &mut Runtime, token: &str, path: &str| {
             let headers = h(&[("authorization", &format!("Bearer {token}"))]);
             match decide(&policy, runtime, b"GET", path.as_bytes(), &headers, NOW) {
-                Decision::Deny(d) => Err(d.clone()),
+                Decision::Deny(d, _) => Err(d.clone()),
                 Decision::Allow { outcome, .. } => Ok(outcome),
             }
         };
@@ -907,7 +1053,7 @@ mod tests {
             NOW + 600
         );
         revocations.replica.set = RevocationSet::default().apply(page.as_bytes(), NOW, 10).unwrap();
-        runtime.revocations = Some(revocations.clone());
+        runtime.revocations = vec![Some(revocations.clone())];
         let cases = [
             (&bob_old, "/users/me", Outcome::Denied(Reason::Revoked)),
             (&bob_old, "/users/1", Outcome::Denied(Reason::Revoked)),
@@ -934,7 +1080,7 @@ mod tests {
         );
 
         // Before any poll, by default, tokens get 503: the set is not known yet.
-        runtime.revocations = Some(Revocations::new(NOW, None, BeforeFirstPoll::Refuse));
+        runtime.revocations = vec![Some(Revocations::new(NOW, None, BeforeFirstPoll::Refuse))];
         let d = run(&mut runtime, &alice, "/users/me").unwrap_err();
         assert_eq!(
             (d.reason, d.status, d.retry_after),
@@ -943,7 +1089,7 @@ mod tests {
         assert_eq!(d.www_authenticate, None);
 
         // Bounded staleness: once the set is too old, tokens get 503, not a guess.
-        runtime.revocations = Some(Revocations::new(NOW - 31, Some(30), BeforeFirstPoll::Allow));
+        runtime.revocations = vec![Some(Revocations::new(NOW - 31, Some(30), BeforeFirstPoll::Allow))];
         let d = run(&mut runtime, &alice, "/users/me").unwrap_err();
         assert_eq!(
             (d.reason, d.status, d.retry_after),
@@ -953,7 +1099,7 @@ mod tests {
             outcome(run(&mut runtime, &alice, "/healthz")),
             Outcome::AllowedPublic
         );
-        runtime.revocations = Some(Revocations::new(NOW - 30, Some(30), BeforeFirstPoll::Allow));
+        runtime.revocations = vec![Some(Revocations::new(NOW - 30, Some(30), BeforeFirstPoll::Allow))];
         assert_eq!(outcome(run(&mut runtime, &alice, "/users/me")), Outcome::Allowed);
     }
 
@@ -967,7 +1113,7 @@ mod tests {
         let multipart = form("multipart/form-data; boundary=b0");
         let json_body = form("application/json");
         let decide_body = |headers: &[(String, Vec<u8>)], path: &str, body: Body<'_>| {
-            let mut runtime = Runtime::new(Rc::default(), 0);
+            let mut runtime = Runtime::new(&policy);
             let d = decide_with_body(
                 &policy,
                 &mut runtime,

@@ -9,10 +9,19 @@
 //! A token naming an unknown `kid` may trigger an early fetch, under a second lease
 //! that spaces such fetches out, so random `kid`s cannot make the filter hammer the
 //! token service. A failed fetch changes nothing: the last good keys stay in use.
+//!
+//! Each provider has its own (keys, leases, counters, 503 before its first keys), so
+//! one issuer's outage never touches another's tokens. With OIDC discovery a fetch is
+//! two calls: the issuer's `/.well-known/openid-configuration`, whose `issuer` must be
+//! exactly the configured one and whose `jwks_uri` must name an allowed authority,
+//! then that JWKS through the same cluster; a document that fails either check is
+//! refused and counted, and the last good keys stay in use.
 
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use log::{info, warn};
+use serde::Deserialize;
 
 use crate::callout;
 use crate::decision::Runtime;
@@ -20,15 +29,16 @@ use crate::host::{Call, Host};
 use crate::keys::parse_jwks;
 use crate::lease;
 use crate::metrics::{Event, Metrics};
-use crate::policy::{Policy, RemoteJwks};
+use crate::policy::{Discovery, Policy, Provider, RemoteJwks};
 
-/// Largest JWKS document accepted.
+/// Largest JWKS (or discovery) document accepted.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// Attempts at publishing a document while other workers publish too.
 const PUBLISH_TRIES: usize = 4;
 
-const WHAT: &str = "the JWKS";
+/// Distinct left-out-key lines remembered, so each is logged once.
+const MAX_LOGGED: usize = 256;
 
 /// The shared-data keys of one remote JWKS.
 pub struct SharedKeys {
@@ -94,25 +104,106 @@ pub fn due(fetched_at: Option<i64>, now: i64, refresh_seconds: i64) -> bool {
     fetched_at.is_none_or(|t| now.saturating_sub(t) >= refresh_seconds)
 }
 
-/// One worker's side of a remote JWKS.
+/// Where a discovery document says the JWKS is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksTarget {
+    pub authority: String,
+    pub path: String,
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// Checks a discovery document (OpenID Connect Discovery §4.3: its `issuer` is the
+/// configured one, byte for byte) and finds the JWKS it names, which must be at an
+/// allowed authority. `Err` says why (never the document itself).
+pub fn jwks_target(discovery: &Discovery, body: &[u8]) -> Result<JwksTarget, String> {
+    let doc: DiscoveryDocument =
+        serde_json::from_slice(body).map_err(|e| format!("not an OpenID configuration: {e}"))?;
+    if doc.issuer != discovery.issuer {
+        return Err(format!(
+            "it names another issuer ({} bytes, not the configured one)",
+            doc.issuer.len()
+        ));
+    }
+    let rest = doc
+        .jwks_uri
+        .strip_prefix("https://")
+        .or_else(|| doc.jwks_uri.strip_prefix("http://"))
+        .ok_or("its jwks_uri is not an http(s) URL")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => return Err("its jwks_uri has no path".into()),
+    };
+    if doc.jwks_uri.contains(['#', ' ']) || path.bytes().any(|b| b.is_ascii_control()) {
+        return Err("its jwks_uri is not a plain URL".into());
+    }
+    if !discovery.jwks_authorities.iter().any(|a| a == authority) {
+        return Err(format!(
+            "its jwks_uri points at {authority:?}, which is neither the cluster's authority nor one the configuration names (jwks_authorities)"
+        ));
+    }
+    Ok(JwksTarget {
+        authority: authority.to_string(),
+        path: path.to_string(),
+    })
+}
+
+/// Which call an answer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Discovery,
+    Jwks,
+}
+
+/// What became of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Nothing more to wait for (keys installed or not).
+    Done,
+    /// The discovery document answered: the JWKS is being fetched under this token.
+    Next(u32),
+}
+
+/// One worker's side of one provider's remote JWKS.
 pub struct JwksSync {
+    /// The provider's index.
+    pub provider: usize,
     keys: SharedKeys,
     /// The version of the shared document this worker looked at last.
     seen: u64,
     /// The scheduled fetch this worker's root context has in flight.
     scheduled: Option<u32>,
+    /// Every call of this sync in flight (scheduled or early), and its step.
+    in_flight: Vec<(u32, Step)>,
+    /// Where discovery last said the JWKS is.
+    target: Option<JwksTarget>,
+    /// Left-out-key lines already logged.
+    logged: BTreeSet<String>,
     /// Whether this worker holds keys from the remote JWKS yet.
     pub loaded: bool,
 }
 
 impl JwksSync {
-    pub fn new(remote: &RemoteJwks) -> Self {
+    pub fn new(provider: usize, remote: &RemoteJwks) -> Self {
         JwksSync {
+            provider,
             keys: SharedKeys::new(remote),
             seen: 0,
             scheduled: None,
+            in_flight: Vec::new(),
+            target: None,
+            logged: BTreeSet::new(),
             loaded: false,
         }
+    }
+
+    fn of<'p>(&self, policy: &'p Policy) -> Option<(&'p Provider, &'p RemoteJwks)> {
+        let provider = policy.providers.get(self.provider)?;
+        Some((provider, provider.jwks_remote.as_ref()?))
     }
 
     /// Installs the shared document if its version moved since this worker last
@@ -133,47 +224,65 @@ impl JwksSync {
         Some(head.fetched_at)
     }
 
+    /// The first call of a fetch: the discovery document, or the JWKS itself.
+    fn start(&mut self, host: &impl Host, remote: &RemoteJwks, fresh_discovery: bool) -> Option<u32> {
+        let (step, call) = match (&remote.discovery, &self.target) {
+            (Some(_), Some(target)) if !fresh_discovery => (Step::Jwks, jwks_call(remote, target)),
+            (Some(_), _) => (Step::Discovery, call(remote)),
+            (None, _) => (Step::Jwks, call(remote)),
+        };
+        let what = what(step);
+        let token = callout::start(host, what, &call)?;
+        self.in_flight.push((token, step));
+        Some(token)
+    }
+
     /// On the tick: adopts a newer shared copy; starts a fetch if one is due and this
-    /// worker wins the lease.
+    /// worker wins the lease. With discovery, a scheduled fetch discovers again.
     pub fn tick(&mut self, host: &impl Host, policy: &Policy, runtime: &mut Runtime, metrics: &Metrics) {
-        let Some(remote) = &policy.jwks_remote else { return };
+        let Some((_, remote)) = self.of(policy) else {
+            return;
+        };
         let now = host.now();
         let fetched_at = self.adopt(host, policy, runtime);
         if self.scheduled.is_some() || !due(fetched_at, now, remote.refresh_seconds) {
             return;
         }
-        // Held a little longer than the callout may take; a failure is retried when it runs out.
-        let hold = i64::try_from(remote.timeout_ms / 1000)
+        // Held a little longer than the callouts may take; a failure is retried when
+        // it runs out.
+        let calls = if remote.discovery.is_some() { 2 } else { 1 };
+        let hold = i64::try_from(remote.timeout_ms.saturating_mul(calls) / 1000)
             .unwrap_or(60)
             .saturating_add(2);
         if lease::try_take(host, &self.keys.lease, now, hold) {
-            self.scheduled = callout::start(host, WHAT, &call(remote));
+            self.scheduled = self.start(host, remote, true);
             if self.scheduled.is_none() {
-                metrics.event(host, Event::JwksFetchFailed, 1);
+                metrics.event(host, self.provider, Event::JwksFetchFailed, 1);
             }
         }
     }
 
-    /// Whether `token` is this worker's scheduled fetch.
+    /// Whether `token` is one of this sync's calls.
     pub fn owns(&self, token: u32) -> bool {
-        self.scheduled == Some(token)
+        self.in_flight.iter().any(|(t, _)| *t == token)
     }
 
     /// A token named an unknown `kid`: starts an early fetch unless one was started
     /// (by any worker) less than `min_refetch_seconds` ago. The caller holds its
     /// request until the answer comes under the returned token.
     pub fn refetch(&mut self, host: &impl Host, policy: &Policy, metrics: &Metrics) -> Option<u32> {
-        let remote = policy.jwks_remote.as_ref()?;
+        let (_, remote) = self.of(policy)?;
         if !lease::try_take(host, &self.keys.refetch, host.now(), remote.min_refetch_seconds) {
             return None;
         }
-        let token = callout::start(host, WHAT, &call(remote))?;
-        metrics.event(host, Event::JwksRefetchUnknownKid, 1);
+        let token = self.start(host, remote, false)?;
+        metrics.event(host, self.provider, Event::JwksRefetchUnknownKid, 1);
         Some(token)
     }
 
-    /// The answer to a fetch (scheduled or early): installs and publishes a good
-    /// document, counts the fetch either way.
+    /// The answer to one of this sync's calls: a discovery document starts the JWKS
+    /// fetch it names ([`Answered::Next`]); a JWKS is installed and published. Each
+    /// outcome is counted.
     pub fn on_answer(
         &mut self,
         host: &impl Host,
@@ -182,30 +291,75 @@ impl JwksSync {
         metrics: &Metrics,
         token: u32,
         body_size: usize,
-    ) {
-        if self.scheduled == Some(token) {
+    ) -> Answered {
+        let step = self
+            .in_flight
+            .iter()
+            .position(|(t, _)| *t == token)
+            .map(|i| self.in_flight.swap_remove(i).1);
+        let scheduled = self.scheduled == Some(token);
+        if scheduled {
             self.scheduled = None;
         }
-        let stored = callout::answer_body(host, WHAT, body_size, MAX_JWKS_BYTES)
-            .is_some_and(|body| self.store(host, policy, runtime, &body));
-        metrics.event(
-            host,
-            if stored {
-                Event::JwksFetchOk
-            } else {
-                Event::JwksFetchFailed
+        let Some(((_, remote), step)) = self.of(policy).zip(step) else {
+            return Answered::Done;
+        };
+        let body = callout::answer_body(host, what(step), body_size, MAX_JWKS_BYTES);
+        if step == Step::Discovery {
+            let target = body.ok_or_else(|| "no document".to_string()).and_then(|b| {
+                remote
+                    .discovery
+                    .as_ref()
+                    .ok_or_else(|| "no discovery configured".to_string())
+                    .and_then(|d| jwks_target(d, &b))
+            });
+            match target {
+                Ok(target) => {
+                    self.target = Some(target.clone());
+                    if let Some(next) = self.start(host, remote, false) {
+                        if scheduled {
+                            self.scheduled = Some(next);
+                        }
+                        return Answered::Next(next);
+                    }
+                    metrics.event(host, self.provider, Event::JwksFetchFailed, 1);
+                }
+                Err(why) => {
+                    warn!(
+                        "gatehouse: provider {}: the discovery document is refused: {why}; keeping the last good keys",
+                        self.name(policy)
+                    );
+                    metrics.event(host, self.provider, Event::DiscoveryRefused, 1);
+                }
+            }
+            return Answered::Done;
+        }
+        let event = match body {
+            None => Event::JwksFetchFailed,
+            Some(body) => match self.store(host, policy, runtime, &body) {
+                Stored::Installed => Event::JwksFetchOk,
+                Stored::NoUsableKey => Event::JwksNoUsableKey,
+                Stored::NotJwks => Event::JwksFetchFailed,
             },
-            1,
-        );
+        };
+        metrics.event(host, self.provider, event, 1);
+        Answered::Done
+    }
+
+    fn name<'p>(&self, policy: &'p Policy) -> &'p str {
+        policy
+            .providers
+            .get(self.provider)
+            .map_or("?", |p| p.name.as_str())
     }
 
     /// Installs a fetched document here and publishes it to the other workers.
-    fn store(&mut self, host: &impl Host, policy: &Policy, runtime: &mut Runtime, body: &[u8]) -> bool {
-        if !self.install(policy, runtime, body) {
-            return false;
+    fn store(&mut self, host: &impl Host, policy: &Policy, runtime: &mut Runtime, body: &[u8]) -> Stored {
+        let stored = self.install(policy, runtime, body);
+        if stored == Stored::Installed {
+            self.publish(host, body);
         }
-        self.publish(host, body);
-        true
+        stored
     }
 
     /// Publishes `body` under the next version: the document first, the head last
@@ -235,27 +389,62 @@ impl JwksSync {
         warn!("gatehouse: could not publish the fetched JWKS to the other workers; they fetch their own when due");
     }
 
-    /// Parses a JWKS and, if it has usable keys, makes them this worker's keys.
-    fn install(&mut self, policy: &Policy, runtime: &mut Runtime, body: &[u8]) -> bool {
-        match parse_jwks(body, &policy.token.asymmetric) {
-            Ok(parsed) if !parsed.keys.is_empty() => {
-                for why in parsed.invalid.iter().chain(&parsed.other_algorithms) {
-                    info!("gatehouse: JWKS key left out: {why}");
+    /// Parses a JWKS and, if it has usable keys, makes them this worker's keys for
+    /// the provider. Every key left out is logged once, with its `kid` and why.
+    fn install(&mut self, policy: &Policy, runtime: &mut Runtime, body: &[u8]) -> Stored {
+        let Some(provider) = policy.providers.get(self.provider) else {
+            return Stored::NotJwks;
+        };
+        let name = &provider.name;
+        match parse_jwks(body, &provider.token.asymmetric) {
+            Ok(parsed) => {
+                for why in parsed.left_out() {
+                    if self.logged.len() < MAX_LOGGED && self.logged.insert(why.clone()) {
+                        info!("gatehouse: provider {name}: JWKS key left out: {why}");
+                    }
                 }
-                info!("gatehouse: JWKS keys in use: {}", parsed.keys.kids().join(", "));
-                runtime.set_keys(Rc::new(parsed.keys));
+                if parsed.keys.is_empty() {
+                    warn!("gatehouse: provider {name}: the fetched JWKS has no usable key (each left out above); keeping the last good keys");
+                    return Stored::NoUsableKey;
+                }
+                info!(
+                    "gatehouse: provider {name}: JWKS keys in use: {}",
+                    parsed.keys.kids().join(", ")
+                );
+                runtime.set_keys(self.provider, Rc::new(parsed.keys));
                 self.loaded = true;
-                true
-            }
-            Ok(_) => {
-                warn!("gatehouse: the fetched JWKS has no key for the accepted algorithms; keeping the last good keys");
-                false
+                Stored::Installed
             }
             Err(e) => {
-                warn!("gatehouse: the fetched JWKS is not usable ({e}); keeping the last good keys");
-                false
+                warn!("gatehouse: provider {name}: the fetched JWKS is not usable ({e}); keeping the last good keys");
+                Stored::NotJwks
             }
         }
+    }
+}
+
+/// What a fetched JWKS came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Installed,
+    /// A JWKS, but none of its keys can be used: counted apart from a failed fetch.
+    NoUsableKey,
+    NotJwks,
+}
+
+fn what(step: Step) -> &'static str {
+    match step {
+        Step::Discovery => "the OpenID configuration",
+        Step::Jwks => "the JWKS",
+    }
+}
+
+fn jwks_call<'a>(remote: &'a RemoteJwks, target: &'a JwksTarget) -> Call<'a> {
+    Call {
+        cluster: &remote.cluster,
+        path: &target.path,
+        authority: &target.authority,
+        timeout_ms: remote.timeout_ms,
     }
 }
 

@@ -1,9 +1,14 @@
 //! Verification keys from a JWKS (RFC 7517): each pinned to one algorithm.
 //!
 //! A key's algorithm comes from its JWK (`alg`, or the curve for OKP/EC keys), never
-//! from a token: a token whose `alg` differs from its key's is refused. Symmetric
+//! from a token: a token whose `alg` differs from its key's is refused. RFC 7517 makes
+//! `alg` optional and real issuers leave it out (Entra ID, certified OpenID
+//! providers): an RSA key without it is used for the one RSA algorithm the provider
+//! accepts (or the one its configuration names), an Ed25519 key for `EdDSA` and its
+//! fully specified name `Ed25519` (RFC 9864), which are the same signature. Symmetric
 //! (`oct`) keys are never taken from a JWKS, so HMAC cannot be accepted against
-//! published keys. Keys for algorithms the configuration does not accept are skipped.
+//! published keys. Keys for algorithms the configuration does not accept are skipped,
+//! and every key left out says its `kid` and why.
 
 use std::fmt;
 
@@ -12,30 +17,51 @@ use jwt_compact::Algorithm;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::es384::{self, P384Key};
+
 /// Asymmetric algorithms Gatehouse verifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsymAlg {
     EdDSA,
+    /// RFC 9864's fully specified name for EdDSA over Ed25519.
+    Ed25519,
     Es256,
+    Es384,
     Rs256,
+    Ps256,
 }
 
 impl AsymAlg {
+    pub const ALL: [AsymAlg; 6] = [
+        AsymAlg::EdDSA,
+        AsymAlg::Ed25519,
+        AsymAlg::Es256,
+        AsymAlg::Es384,
+        AsymAlg::Rs256,
+        AsymAlg::Ps256,
+    ];
+
     pub fn from_name(name: &str) -> Option<AsymAlg> {
-        match name {
-            "EdDSA" => Some(AsymAlg::EdDSA),
-            "ES256" => Some(AsymAlg::Es256),
-            "RS256" => Some(AsymAlg::Rs256),
-            _ => None,
-        }
+        AsymAlg::ALL.into_iter().find(|a| a.name() == name)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             AsymAlg::EdDSA => "EdDSA",
+            AsymAlg::Ed25519 => "Ed25519",
             AsymAlg::Es256 => "ES256",
+            AsymAlg::Es384 => "ES384",
             AsymAlg::Rs256 => "RS256",
+            AsymAlg::Ps256 => "PS256",
         }
+    }
+
+    pub fn is_rsa(self) -> bool {
+        matches!(self, AsymAlg::Rs256 | AsymAlg::Ps256)
+    }
+
+    fn is_ed25519(self) -> bool {
+        matches!(self, AsymAlg::EdDSA | AsymAlg::Ed25519)
     }
 }
 
@@ -49,13 +75,23 @@ pub type RsaKey = jwt_compact::alg::RsaPublicKey;
 pub enum KeyMaterial {
     Ed25519(Ed25519Key),
     P256(P256Key),
+    P384(P384Key),
     Rsa(RsaKey),
 }
 
 pub struct VerifyingKey {
     pub kid: Option<String>,
     pub alg: AsymAlg,
+    /// The JWK named no `alg`: an Ed25519 key then serves both of its names.
+    pub implied: bool,
     pub material: KeyMaterial,
+}
+
+impl VerifyingKey {
+    /// Whether a token that says `alg` may be checked with this key.
+    pub fn accepts(&self, alg: AsymAlg) -> bool {
+        self.alg == alg || (self.implied && self.alg.is_ed25519() && alg.is_ed25519())
+    }
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -90,14 +126,14 @@ impl KeySet {
                     .iter()
                     .find(|k| k.kid.as_deref() == Some(kid))
                     .ok_or(KeyLookup::Unknown)?;
-                if key.alg == alg {
+                if key.accepts(alg) {
                     Ok(key)
                 } else {
                     Err(KeyLookup::AlgorithmMismatch)
                 }
             }
             None => {
-                let mut of_alg = self.keys.iter().filter(|k| k.alg == alg);
+                let mut of_alg = self.keys.iter().filter(|k| k.accepts(alg));
                 match (of_alg.next(), of_alg.next()) {
                     (Some(key), None) => Ok(key),
                     _ => Err(KeyLookup::Unknown),
@@ -120,6 +156,32 @@ struct Jwks {
     keys: Vec<Value>,
 }
 
+/// Which algorithms a provider takes keys for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Accepted {
+    pub algorithms: Vec<AsymAlg>,
+    /// The algorithm of an RSA key that names none: the one RSA algorithm accepted,
+    /// or the configuration's choice when both are.
+    pub rsa_without_alg: Option<AsymAlg>,
+}
+
+impl Accepted {
+    pub fn new(algorithms: Vec<AsymAlg>, rsa_without_alg: Option<AsymAlg>) -> Self {
+        Accepted {
+            algorithms,
+            rsa_without_alg,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.algorithms.is_empty()
+    }
+
+    pub fn contains(&self, alg: &AsymAlg) -> bool {
+        self.algorithms.contains(alg)
+    }
+}
+
 /// A parsed JWKS: the usable keys, and the JWKs left out (for the log).
 pub struct ParsedJwks {
     pub keys: KeySet,
@@ -129,24 +191,43 @@ pub struct ParsedJwks {
     pub invalid: Vec<String>,
 }
 
+impl ParsedJwks {
+    /// Every key left out, with its `kid` and why.
+    pub fn left_out(&self) -> impl Iterator<Item = &String> {
+        self.invalid.iter().chain(&self.other_algorithms)
+    }
+}
+
+/// What a JWK is called in a log line: its position and, if it has one, its `kid`.
+fn label(i: usize, jwk: &Value) -> String {
+    match jwk.get("kid").and_then(Value::as_str) {
+        Some(kid) => {
+            let kid: String = kid.chars().take(64).filter(|c| !c.is_control()).collect();
+            format!("keys[{i}] (kid {kid:?})")
+        }
+        None => format!("keys[{i}] (no kid)"),
+    }
+}
+
 /// A JWKS document parsed into keys for the `accepted` algorithms.
-pub fn parse_jwks(json: &[u8], accepted: &[AsymAlg]) -> Result<ParsedJwks, String> {
+pub fn parse_jwks(json: &[u8], accepted: &Accepted) -> Result<ParsedJwks, String> {
     let jwks: Jwks = serde_json::from_slice(json).map_err(|e| format!("not a JWKS: {e}"))?;
     let mut keys = Vec::new();
     let (mut other_algorithms, mut invalid) = (Vec::new(), Vec::new());
     for (i, jwk) in jwks.keys.iter().enumerate() {
-        match parse_jwk(jwk) {
-            Ok(key) if accepted.contains(&key.alg) => {
+        match parse_jwk(jwk, accepted) {
+            Ok(Some(key)) => {
                 if key.kid.is_some() && keys.iter().any(|k: &VerifyingKey| k.kid == key.kid) {
-                    return Err(format!("keys[{i}]: kid {:?} is used twice", key.kid));
+                    return Err(format!("{}: kid is used twice", label(i, jwk)));
                 }
                 keys.push(key);
             }
-            Ok(key) => other_algorithms.push(format!(
-                "keys[{i}]: {} is not an accepted algorithm",
-                key.alg.name()
+            Ok(None) => other_algorithms.push(format!(
+                "{}: {} is not an accepted algorithm",
+                label(i, jwk),
+                describe(jwk)
             )),
-            Err(why) => invalid.push(format!("keys[{i}]: {why}")),
+            Err(why) => invalid.push(format!("{}: {why}", label(i, jwk))),
         }
     }
     Ok(ParsedJwks {
@@ -156,7 +237,19 @@ pub fn parse_jwks(json: &[u8], accepted: &[AsymAlg]) -> Result<ParsedJwks, Strin
     })
 }
 
-fn parse_jwk(value: &Value) -> Result<VerifyingKey, String> {
+/// What kind of key a JWK is, for a log line.
+fn describe(jwk: &Value) -> String {
+    let text = |name: &str| jwk.get(name).and_then(Value::as_str);
+    match (text("alg"), text("kty"), text("crv")) {
+        (Some(alg), _, _) => alg.chars().take(16).filter(|c| !c.is_control()).collect(),
+        (None, Some("RSA"), _) => "an RSA key without alg (no RSA algorithm is accepted)".into(),
+        (None, _, Some(crv)) => format!("a {} key", crv.chars().take(16).collect::<String>()),
+        _ => "the key".into(),
+    }
+}
+
+/// A key, `Ok(None)` if it is valid but for no accepted algorithm.
+fn parse_jwk(value: &Value, accepted: &Accepted) -> Result<Option<VerifyingKey>, String> {
     let text = |name: &str| value.get(name).and_then(Value::as_str);
     if let Some(u) = text("use") {
         if u != "sig" {
@@ -168,6 +261,11 @@ fn parse_jwk(value: &Value) -> Result<VerifyingKey, String> {
         Some(Value::String(k)) if !k.is_empty() && k.len() <= 256 => Some(k.clone()),
         Some(_) => return Err("kid must be a non-empty string of at most 256 bytes".into()),
     };
+    let declared = match value.get("alg") {
+        None => None,
+        Some(Value::String(a)) => Some(a.as_str()),
+        Some(_) => return Err("alg must be a string".into()),
+    };
     let jwk: JsonWebKey<'_> = serde_json::from_value(value.clone()).map_err(|e| format!("not a JWK: {e}"))?;
     if jwk.is_signing_key() {
         // A private part here is a publishing mistake; never load it.
@@ -176,37 +274,65 @@ fn parse_jwk(value: &Value) -> Result<VerifyingKey, String> {
             _ => "holds a private key; publish public keys only".into(),
         });
     }
-    let declared = text("alg");
-    let (alg, material) = match &jwk {
+    // The algorithms this kind of key can serve; `declared` must be one of them.
+    let (family, material): (&[AsymAlg], KeyMaterial) = match &jwk {
         JsonWebKey::KeyPair { curve, .. } if curve == "Ed25519" => (
-            AsymAlg::EdDSA,
+            &[AsymAlg::EdDSA, AsymAlg::Ed25519],
             KeyMaterial::Ed25519(Ed25519Key::try_from(&jwk).map_err(|e| e.to_string())?),
         ),
         JsonWebKey::EllipticCurve { curve, .. } if curve == "P-256" => (
-            AsymAlg::Es256,
+            &[AsymAlg::Es256],
             KeyMaterial::P256(P256Key::try_from(&jwk).map_err(|e| e.to_string())?),
         ),
+        JsonWebKey::EllipticCurve { curve, x, y, .. } if curve == "P-384" => (
+            &[AsymAlg::Es384],
+            KeyMaterial::P384(es384::key_from_coordinates(x, y)?),
+        ),
         JsonWebKey::Rsa { modulus, .. } => {
-            if declared != Some("RS256") {
-                return Err("an RSA key must say alg RS256".into());
-            }
             // Bits, not bytes: zeros in front make a short key look long.
             if bit_length(modulus) < MIN_RSA_BITS {
                 return Err(format!("RSA modulus shorter than {MIN_RSA_BITS} bits"));
             }
             (
-                AsymAlg::Rs256,
+                &[AsymAlg::Rs256, AsymAlg::Ps256],
                 KeyMaterial::Rsa(RsaKey::try_from(&jwk).map_err(|e| e.to_string())?),
             )
         }
         other => return Err(format!("unsupported key type {:?}", other.key_type())),
     };
-    if let Some(declared) = declared {
-        if declared != alg.name() {
-            return Err(format!("alg {declared:?} does not match a {} key", alg.name()));
-        }
+    let key = |alg: AsymAlg, implied: bool| VerifyingKey {
+        kid: kid.clone(),
+        alg,
+        implied,
+        material,
+    };
+    match declared {
+        Some(name) => match AsymAlg::from_name(name).filter(|a| family.contains(a)) {
+            Some(alg) if accepted.contains(&alg) => Ok(Some(key(alg, false))),
+            Some(_) => Ok(None),
+            // A key of another algorithm we do not verify (RS512, ES512, ...) is left
+            // out; a key claiming an algorithm its type cannot have is an error.
+            None if known_for_family(name, family) => Ok(None),
+            None => Err(format!("alg {name:?} does not match this key type")),
+        },
+        None if family.contains(&AsymAlg::Rs256) => Ok(accepted.rsa_without_alg.map(|alg| key(alg, false))),
+        None => Ok(family
+            .iter()
+            .find(|a| accepted.contains(a))
+            .map(|&alg| key(alg, true))),
     }
-    Ok(VerifyingKey { kid, alg, material })
+}
+
+/// Whether `alg` is a JWS algorithm of the same key type as `family` (one we do not
+/// verify, but not a contradiction).
+fn known_for_family(alg: &str, family: &[AsymAlg]) -> bool {
+    let rsa = ["RS384", "RS512", "PS384", "PS512"];
+    let ec = ["ES512", "ES256K"];
+    match family.first() {
+        Some(AsymAlg::Rs256) => rsa.contains(&alg),
+        Some(AsymAlg::Es256 | AsymAlg::Es384) => ec.contains(&alg),
+        _ => false,
+    }
 }
 
 /// The bit length of a big-endian unsigned integer.
@@ -227,8 +353,13 @@ mod tests {
         Base64UrlUnpadded::decode_vec(s).unwrap()
     }
 
+    fn accepting(algs: &[AsymAlg]) -> Accepted {
+        let rsa: Vec<AsymAlg> = algs.iter().copied().filter(|a| a.is_rsa()).collect();
+        Accepted::new(algs.to_vec(), (rsa.len() == 1).then(|| rsa[0]))
+    }
+
     fn one(jwk: &str, accepted: &[AsymAlg]) -> Result<VerifyingKey, String> {
-        let parsed = parse_jwks(format!(r#"{{"keys":[{jwk}]}}"#).as_bytes(), accepted)?;
+        let parsed = parse_jwks(format!(r#"{{"keys":[{jwk}]}}"#).as_bytes(), &accepting(accepted))?;
         if let Some(why) = parsed.invalid.into_iter().chain(parsed.other_algorithms).next() {
             return Err(why);
         }
@@ -355,7 +486,11 @@ mod tests {
             assert_eq!(one(jwk, &ALL).ok().map(|k| k.alg), *want, "{jwk}");
         }
         // Valid, but for an algorithm the configuration does not accept: left out.
-        let parsed = parse_jwks(format!(r#"{{"keys":[{{{ed}}}]}}"#).as_bytes(), &[AsymAlg::Es256]).unwrap();
+        let parsed = parse_jwks(
+            format!(r#"{{"keys":[{{{ed}}}]}}"#).as_bytes(),
+            &accepting(&[AsymAlg::Es256]),
+        )
+        .unwrap();
         assert!(parsed.keys.is_empty() && parsed.invalid.is_empty() && parsed.other_algorithms.len() == 1);
     }
 
@@ -363,7 +498,7 @@ mod tests {
     fn lookup_by_kid_and_without() {
         let fixture: Value =
             serde_json::from_str(include_str!("../tests/fixtures/python-signed-tokens.json")).unwrap();
-        let parsed = parse_jwks(fixture["jwks"].to_string().as_bytes(), &ALL).unwrap();
+        let parsed = parse_jwks(fixture["jwks"].to_string().as_bytes(), &accepting(&ALL)).unwrap();
         let set = parsed.keys;
         assert_eq!(set.kids(), ["k-ed", "k-es", "k-rs"]);
         assert_eq!(
@@ -385,7 +520,7 @@ mod tests {
         let two = parse_jwks(
             br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"},
                         {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"b"}]}"#,
-            &ALL,
+            &accepting(&ALL),
         )
         .unwrap()
         .keys;

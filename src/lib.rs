@@ -13,7 +13,9 @@ pub mod callout;
 pub mod claims;
 pub mod config;
 pub mod decision;
+pub mod es384;
 pub mod form_override;
+pub mod forward;
 pub mod host;
 #[cfg(test)]
 mod host_mock;

@@ -29,8 +29,15 @@ pub enum Reason {
     Issuer,
     Audience,
     Claims,
-    Unforwardable,
+    /// The token's provider is not one the route accepts.
+    ProviderNotAccepted,
     Forbidden,
+    /// A claim the route requires has another value.
+    ClaimMismatch,
+    /// A cookie-borne token on a state-changing request without an allowed origin.
+    CrossSite,
+    /// A token in the header and another in the cookie (or two such cookies).
+    CredentialsConflict,
     Closed,
     /// The token service revoked the token (or every token of its subject).
     Revoked,
@@ -220,12 +227,33 @@ impl Reason {
                 WithError,
                 "claims",
             ),
-            Unforwardable => row(
+            ProviderNotAccepted => row(
                 401,
                 BAD_TOKEN,
-                "a token claim cannot be forwarded safely",
+                "the token issuer is not accepted on this route",
                 WithError,
-                "unforwardable",
+                "provider_not_accepted",
+            ),
+            ClaimMismatch => row(
+                403,
+                "insufficient_scope",
+                "the token does not have a claim this route requires",
+                WithError,
+                "claim_mismatch",
+            ),
+            CrossSite => row(
+                403,
+                "access_denied",
+                "a cookie token on a state-changing request needs an allowed Origin",
+                NoChallenge,
+                "cross_site",
+            ),
+            CredentialsConflict => row(
+                400,
+                BAD_REQUEST,
+                "more than one credential: send the token once",
+                WithError,
+                "credentials_conflict",
             ),
             Forbidden => row(
                 403,
@@ -331,14 +359,20 @@ impl Reason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     AllowedPublic,
+    /// An optional route, without a token.
+    AllowedAnonymous,
+    /// A CORS preflight, let through without a token.
+    AllowedPreflight,
     Allowed,
     Denied(Reason),
 }
 
 impl Outcome {
     /// Every counted outcome (`Unconfigured` has no counter to be counted in).
-    pub const ALL: [Outcome; 30] = [
+    pub const ALL: [Outcome; 35] = [
         Outcome::AllowedPublic,
+        Outcome::AllowedAnonymous,
+        Outcome::AllowedPreflight,
         Outcome::Allowed,
         Outcome::Denied(Reason::MissingToken),
         Outcome::Denied(Reason::AuthorizationRepeated),
@@ -359,8 +393,11 @@ impl Outcome {
         Outcome::Denied(Reason::Issuer),
         Outcome::Denied(Reason::Audience),
         Outcome::Denied(Reason::Claims),
-        Outcome::Denied(Reason::Unforwardable),
+        Outcome::Denied(Reason::ProviderNotAccepted),
         Outcome::Denied(Reason::Forbidden),
+        Outcome::Denied(Reason::ClaimMismatch),
+        Outcome::Denied(Reason::CrossSite),
+        Outcome::Denied(Reason::CredentialsConflict),
         Outcome::Denied(Reason::Closed),
         Outcome::Denied(Reason::Revoked),
         Outcome::Denied(Reason::RevocationStale),
@@ -379,6 +416,8 @@ impl Outcome {
     pub fn metric_name(self) -> String {
         match self {
             Outcome::AllowedPublic => "gatehouse.allowed.public".into(),
+            Outcome::AllowedAnonymous => "gatehouse.allowed.anonymous".into(),
+            Outcome::AllowedPreflight => "gatehouse.allowed.preflight".into(),
             Outcome::Allowed => "gatehouse.allowed.token".into(),
             Outcome::Denied(reason) => format!("gatehouse.denied.{}", reason.row().counter),
         }
@@ -421,7 +460,10 @@ impl Denials {
                 .iter()
                 .map(|o| match o {
                     Outcome::Denied(reason) => reason.denial(challenge, &[]),
-                    Outcome::AllowedPublic | Outcome::Allowed => internal.clone(),
+                    Outcome::AllowedPublic
+                    | Outcome::AllowedAnonymous
+                    | Outcome::AllowedPreflight
+                    | Outcome::Allowed => internal.clone(),
                 })
                 .collect(),
             unconfigured: Reason::Unconfigured.denial(challenge, &[]),

@@ -10,6 +10,7 @@ use log::warn;
 
 use crate::decision::{decide_with_body, Body, Decision, Denial, Outcome, ReadBody, Reason, Runtime};
 use crate::host::{Headers, Host};
+use crate::jwks_sync::Answered;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::worker::Worker;
@@ -25,11 +26,19 @@ pub enum Flow {
 /// A request's state between its callbacks.
 #[derive(Default)]
 pub struct Request {
-    /// While an early JWKS fetch runs: its callout, the request's headers, and whether
-    /// its body must then be read for `_method`.
-    waiting: Option<(u32, Headers, bool)>,
+    /// While an early JWKS fetch runs: its callout, the request's headers, whether
+    /// its body must then be read for `_method`, and the provider whose keys are
+    /// fetched.
+    waiting: Option<Waiting>,
     /// While a form body is read for `_method`: the request's headers.
     reading_body: Option<Headers>,
+}
+
+struct Waiting {
+    token: u32,
+    headers: Headers,
+    read_body: bool,
+    provider: usize,
 }
 
 /// Decides with the worker's keys and cache; `Err(ReadBody)` if the body must be read
@@ -84,11 +93,20 @@ impl Request {
                 Err(ReadBody) => return internal_error(metrics, policy, host),
             },
         };
-        if matches!(&decision, Decision::Deny(d) if d.reason == Reason::UnknownKey) {
-            if let Some(token) = jwks.as_mut().and_then(|j| j.refetch(host, policy, metrics)) {
-                drop(decision);
-                self.waiting = Some((token, headers, read_body));
-                return Flow::Pause;
+        if let Decision::Deny(d, Some(provider)) = &decision {
+            let provider = *provider;
+            if d.reason == Reason::UnknownKey {
+                let sync = jwks.iter_mut().find(|j| j.provider == provider);
+                if let Some(token) = sync.and_then(|j| j.refetch(host, policy, metrics)) {
+                    drop(decision);
+                    self.waiting = Some(Waiting {
+                        token,
+                        headers,
+                        read_body,
+                        provider,
+                    });
+                    return Flow::Pause;
+                }
             }
         }
         if read_body && matches!(decision, Decision::Allow { .. }) {
@@ -98,7 +116,7 @@ impl Request {
             self.reading_body = Some(headers);
             return Flow::Continue;
         }
-        metrics.count(decision.outcome());
+        metrics.count(decision.outcome(), decision.provider());
         apply(host, &decision, false)
     }
 
@@ -129,11 +147,11 @@ impl Request {
         } = worker;
         match decide(policy, runtime, &headers, body, now) {
             Ok(decision) => {
-                metrics.count(decision.outcome());
+                metrics.count(decision.outcome(), decision.provider());
                 match decision {
                     // The headers were set when they went on.
                     Decision::Allow { .. } => Flow::Continue,
-                    Decision::Deny(denial) => send(host, denial),
+                    Decision::Deny(denial, _) => send(host, denial),
                 }
             }
             Err(ReadBody) => internal_error(metrics, policy, host),
@@ -142,10 +160,16 @@ impl Request {
 
     /// The answer to this request's early JWKS fetch; any other token is stray.
     pub fn on_answer(&mut self, worker: &mut Worker, host: &impl Host, token: u32, body_size: usize) {
-        if self.waiting.as_ref().is_none_or(|(t, _, _)| *t != token) {
+        if self.waiting.as_ref().is_none_or(|w| w.token != token) {
             return;
         }
-        let Some((_, headers, read_body)) = self.waiting.take() else {
+        let Some(Waiting {
+            headers,
+            read_body,
+            provider,
+            ..
+        }) = self.waiting.take()
+        else {
             return;
         };
         let now = host.now();
@@ -156,8 +180,17 @@ impl Request {
             jwks,
             ..
         } = worker;
-        if let Some(jwks) = jwks.as_mut() {
-            jwks.on_answer(host, policy, runtime, metrics, token, body_size);
+        if let Some(sync) = jwks.iter_mut().find(|j| j.provider == provider) {
+            if let Answered::Next(next) = sync.on_answer(host, policy, runtime, metrics, token, body_size) {
+                // Discovery answered; the JWKS it names is on its way.
+                self.waiting = Some(Waiting {
+                    token: next,
+                    headers,
+                    read_body,
+                    provider,
+                });
+                return;
+            }
         }
         // Decided on its headers as before it was held; a body that must be read for
         // `_method` still is, once the request goes on.
@@ -170,7 +203,7 @@ impl Request {
                 host.resume_request();
             }
             Ok(decision) => {
-                metrics.count(decision.outcome());
+                metrics.count(decision.outcome(), decision.provider());
                 apply(host, &decision, true);
             }
             Err(ReadBody) => {
@@ -192,7 +225,7 @@ impl Request {
 
 /// The filter itself failed (the host did not hand over the request): 500, counted.
 pub fn internal_error(metrics: &mut Metrics, policy: &Policy, host: &impl Host) -> Flow {
-    metrics.count(Outcome::Denied(Reason::Internal));
+    metrics.count(Outcome::Denied(Reason::Internal), None);
     send(host, policy.denials.get(Reason::Internal))
 }
 
@@ -212,7 +245,7 @@ fn apply(host: &impl Host, decision: &Decision<'_>, held: bool) -> Flow {
             }
             Flow::Continue
         }
-        Decision::Deny(denial) => send(host, denial),
+        Decision::Deny(denial, _) => send(host, denial),
     }
 }
 

@@ -20,8 +20,12 @@ use crate::revocation_sync::{Change, Limits, SyncKeys};
 
 const WHAT: &str = "the revocation feed";
 
-/// One worker's side of the revocation feed, between callbacks.
+/// One worker's side of one provider's revocation feed, between callbacks. Its
+/// entries revoke that provider's tokens only: `alice` revoked at one issuer is not
+/// `alice` at another.
 pub struct Poller {
+    /// The provider's index.
+    pub provider: usize,
     keys: SyncKeys,
     /// The poll in flight: its callout, and the feed and cursor it asked from.
     in_flight: Option<(u32, String, u64)>,
@@ -29,18 +33,25 @@ pub struct Poller {
     rebuilding: Option<RevocationSet>,
 }
 
-fn limits(host: &impl Host, policy: &Policy, feed: &RevocationFeed) -> Limits {
+fn limits(host: &impl Host, skew: i64, feed: &RevocationFeed) -> Limits {
     Limits {
         // Entries are kept for their `until` plus the clock skew tokens are allowed: a
         // token may be accepted that long past its `exp`, so its entry must outlive it.
-        horizon: host.now().saturating_sub(policy.token.clock_skew_seconds),
+        horizon: host.now().saturating_sub(skew),
         max_entries: feed.max_entries,
     }
 }
 
+/// The provider's feed and clock skew.
+fn feed_of(policy: &Policy, provider: usize) -> Option<(&RevocationFeed, i64)> {
+    let p = policy.providers.get(provider)?;
+    Some((p.revocation.as_ref()?, p.token.clock_skew_seconds))
+}
+
 impl Poller {
-    pub fn new(feed: &RevocationFeed) -> Self {
+    pub fn new(provider: usize, feed: &RevocationFeed) -> Self {
         Poller {
+            provider,
             keys: SyncKeys::new(&format!("gatehouse.revocations.{}.{}", feed.cluster, feed.path)),
             in_flight: None,
             rebuilding: None,
@@ -54,17 +65,20 @@ impl Poller {
     /// Adopts what the shared copy has that this worker lacks. Returns when the last
     /// good poll ended, if there was one.
     pub fn adopt(&self, host: &impl Host, policy: &Policy, revocations: &mut Revocations) -> Option<i64> {
-        let feed = policy.revocation.as_ref()?;
+        let (feed, skew) = feed_of(policy, self.provider)?;
         let head = revocations
             .replica
-            .adopt(host, &self.keys, limits(host, policy, feed))?;
+            .adopt(host, &self.keys, limits(host, skew, feed))?;
         revocations.refreshed(head.fresh_at);
         Some(head.fresh_at)
     }
 
     /// On the tick: adopts the shared copy, and polls if one is due and no worker is.
     pub fn tick(&mut self, host: &impl Host, policy: &Policy, runtime: &mut Runtime, metrics: &Metrics) {
-        let (Some(feed), Some(revocations)) = (&policy.revocation, runtime.revocations.as_mut()) else {
+        let (Some((feed, _)), Some(Some(revocations))) = (
+            feed_of(policy, self.provider),
+            runtime.revocations.get_mut(self.provider),
+        ) else {
             return;
         };
         let fresh_at = self.adopt(host, policy, revocations);
@@ -79,9 +93,11 @@ impl Poller {
 
     /// Sends the next poll (the lease is held).
     fn start(&mut self, host: &impl Host, policy: &Policy, revocations: &Revocations, metrics: &Metrics) {
-        let Some(feed) = &policy.revocation else { return };
+        let Some((feed, skew)) = feed_of(policy, self.provider) else {
+            return;
+        };
         let from = self.rebuilding.as_ref().unwrap_or(revocations.set());
-        let path = from.poll_path(&feed.path, policy.token.clock_skew_seconds);
+        let path = from.poll_path(&feed.path, skew);
         let call = Call {
             cluster: &feed.cluster,
             path: &path,
@@ -104,7 +120,10 @@ impl Poller {
         metrics: &Metrics,
         body_size: usize,
     ) {
-        let (Some(feed), Some(revocations)) = (&policy.revocation, runtime.revocations.as_mut()) else {
+        let (Some((feed, skew)), Some(Some(revocations))) = (
+            feed_of(policy, self.provider),
+            runtime.revocations.get_mut(self.provider),
+        ) else {
             return;
         };
         let Some((_, asked_feed, asked_cursor)) = self.in_flight.take() else {
@@ -122,7 +141,7 @@ impl Poller {
         };
         // Whatever another worker published meanwhile comes first.
         self.adopt(host, policy, revocations);
-        let limits = limits(host, policy, feed);
+        let limits = limits(host, skew, feed);
         let now = host.now();
         let set = revocations.set();
         if self.rebuilding.is_none() && (set.feed() != asked_feed || set.cursor() != asked_cursor) {
@@ -170,21 +189,21 @@ impl Poller {
                 "gatehouse: more than revocation.max_entries ({}) revocation entries: dropped the {} token entries that expire soonest",
                 feed.max_entries, applied.dropped
             );
-            metrics.event(host, Event::RevocationDropped, applied.dropped);
+            metrics.event(host, self.provider, Event::RevocationDropped, applied.dropped);
         }
         if applied.changed || replaced {
             info!(
                 "gatehouse: revocation set updated: {} entries",
                 revocations.set().len()
             );
-            metrics.event(host, Event::RevocationUpdates, 1);
+            metrics.event(host, self.provider, Event::RevocationUpdates, 1);
         }
         if page.more {
             self.start(host, policy, revocations, metrics);
             return;
         }
         revocations.refreshed(now);
-        metrics.event(host, Event::RevocationPollOk, 1);
+        metrics.event(host, self.provider, Event::RevocationPollOk, 1);
         // The next poll is due by the schedule; free the lease for whichever worker ticks first.
         lease::hold_until(host, &self.keys.lease, now);
     }
@@ -197,7 +216,7 @@ impl Poller {
             &self.keys.lease,
             host.now().saturating_add(feed.poll_seconds),
         );
-        metrics.event(host, Event::RevocationPollFailed, 1);
+        metrics.event(host, self.provider, Event::RevocationPollFailed, 1);
     }
 }
 

@@ -5,6 +5,9 @@
 //! such reading and must satisfy the rule of each: the filter is never the weaker of
 //! the two parsers.
 
+use serde_json::Value;
+
+use crate::claims::{Pointer, StrictObject};
 use crate::path::canonical_method;
 
 /// What a rule demands of the request.
@@ -12,6 +15,9 @@ use crate::path::canonical_method;
 pub enum Requirement {
     /// No token needed.
     Public,
+    /// No token passes without identity; a token must be valid, and then passes with
+    /// it (a broken token is never taken for none).
+    Optional,
     /// Any valid token.
     Authenticated,
     /// A valid token with at least one of these roles.
@@ -27,7 +33,7 @@ impl Requirement {
     /// `Authenticated` are always satisfied once a token is verified.
     pub fn allows(&self, roles: &[String]) -> bool {
         match self {
-            Requirement::Public | Requirement::Authenticated => true,
+            Requirement::Public | Requirement::Optional | Requirement::Authenticated => true,
             Requirement::AnyOf(wanted) => wanted.iter().any(|w| roles.iter().any(|r| r == w)),
             Requirement::AllOf(wanted) => wanted.iter().all(|w| roles.iter().any(|r| r == w)),
             Requirement::Deny => false,
@@ -70,6 +76,39 @@ pub struct Rule {
     /// Keep the `Authorization` header upstream on this rule's requests (for an
     /// upstream that checks the token itself, such as the token service's admin API).
     pub forward_authorization: bool,
+    /// The providers whose tokens this rule accepts (indexes); `None`: every one.
+    pub providers: Option<Vec<usize>>,
+    /// Claims the token must have, each compared with its JSON type.
+    pub claims: Vec<(Pointer, Condition)>,
+}
+
+/// What a rule demands of one claim.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// The claim is exactly this value (a string never equals a number).
+    Equals(Value),
+    /// The claim is one of these values, or an array holding one of them.
+    AnyOf(Vec<Value>),
+}
+
+impl Condition {
+    pub fn holds(&self, claim: Option<&Value>) -> bool {
+        let Some(claim) = claim else { return false };
+        match self {
+            Condition::Equals(want) => claim == want,
+            Condition::AnyOf(wanted) => match claim {
+                Value::Array(items) => items.iter().any(|i| wanted.contains(i)),
+                one => wanted.contains(one),
+            },
+        }
+    }
+}
+
+impl Eq for Condition {}
+
+/// Whether `claims` meet every condition.
+pub fn claims_hold(conditions: &[(Pointer, Condition)], claims: &StrictObject) -> bool {
+    conditions.iter().all(|(p, c)| c.holds(claims.pointer(p)))
 }
 
 /// What applies to a request under one reading of it: the rule's requirement and
@@ -80,6 +119,15 @@ pub struct Matched<'r> {
     pub rule: Option<usize>,
     pub require: &'r Requirement,
     pub forward_authorization: bool,
+    pub providers: Option<&'r [usize]>,
+    pub claims: &'r [(Pointer, Condition)],
+}
+
+impl Matched<'_> {
+    /// Whether this rule takes tokens of provider `provider`.
+    pub fn accepts(&self, provider: usize) -> bool {
+        self.providers.is_none_or(|list| list.contains(&provider))
+    }
 }
 
 /// Headers by which common frameworks let a request claim another method.
@@ -155,11 +203,15 @@ impl Routes {
                     rule: Some(i),
                     require: &r.require,
                     forward_authorization: r.forward_authorization,
+                    providers: r.providers.as_deref(),
+                    claims: &r.claims,
                 },
                 None => Matched {
                     rule: None,
                     require: &self.no_match,
                     forward_authorization: false,
+                    providers: None,
+                    claims: &[],
                 },
             })
             .collect()
@@ -361,6 +413,8 @@ mod tests {
             methods: (!methods.is_empty()).then(|| methods.iter().map(|m| m.to_string()).collect()),
             require,
             forward_authorization: false,
+            providers: None,
+            claims: Vec::new(),
         }
     }
 

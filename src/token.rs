@@ -9,15 +9,23 @@
 //!    future, and a cap on the lifetime;
 //! 4. issuer, audience, subject and roles, each with its type checked.
 
+use std::rc::Rc;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use jwt_compact::alg::{Ed25519, Es256, Rsa};
-use jwt_compact::{AlgorithmExt, Claims, ParseError, TimeOptions, Token, UntrustedToken, ValidationError};
+use jwt_compact::{
+    AlgorithmExt, Claims, ParseError, Renamed, TimeOptions, Token, UntrustedToken, ValidationError,
+};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::claims::{self, ClaimError, StrictObject};
 use crate::decision::Reason;
+use crate::es384::Es384;
 use crate::hs256::Hs256;
 use crate::keys::{AsymAlg, KeyLookup, KeyMaterial, KeySet};
-use crate::policy::TokenPolicy;
+use crate::policy::{Policy, TokenPolicy};
 
 /// Header parameters that would change how the token must be verified (RFC 7515
 /// §4.1.11 `crit`, RFC 7797 `b64`) or that carry keys or key locations chosen by the
@@ -31,6 +39,8 @@ const ACCEPTED_TYPES: [&str; 3] = ["jwt", "at+jwt", "application/at+jwt"];
 /// A token that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedToken {
+    /// The provider (index into [`Policy::providers`]) whose token it is.
+    pub provider: usize,
     pub subject: String,
     pub roles: Vec<String>,
     pub claims: StrictObject,
@@ -47,6 +57,21 @@ impl VerifiedToken {
     pub fn token_id(&self) -> Option<&str> {
         claims::string_claim(&self.claims, "jti").ok()
     }
+
+    /// The whole verified payload, as JSON (the time claims put back).
+    pub fn payload(&self) -> Value {
+        let mut payload = self.claims.to_value();
+        if let Value::Object(map) = &mut payload {
+            map.insert("exp".into(), self.expires_at.into());
+            if let Some(nbf) = self.not_before {
+                map.insert("nbf".into(), nbf.into());
+            }
+            if let Some(iat) = self.issued_at {
+                map.insert("iat".into(), iat.into());
+            }
+        }
+        payload
+    }
 }
 
 impl VerifiedToken {
@@ -58,10 +83,64 @@ impl VerifiedToken {
     }
 }
 
-/// Verifies `token` (the part after `Bearer `) at unix time `now`.
-pub fn verify(policy: &TokenPolicy, keys: &KeySet, token: &str, now: i64) -> Result<VerifiedToken, Reason> {
+/// Why a token was refused, and whose it was when that was known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Reason,
+    pub provider: Option<usize>,
+}
+
+impl From<Reason> for Refused {
+    fn from(reason: Reason) -> Self {
+        Refused {
+            reason,
+            provider: None,
+        }
+    }
+}
+
+/// Only `iss`, read before the signature is checked, to choose whose keys check it.
+#[derive(Deserialize)]
+struct IssuerOnly {
+    #[serde(default)]
+    iss: Option<Value>,
+}
+
+/// The provider a token claims to come from: its `iss` selects exactly one (never
+/// "try every key"), and a token without `iss` only the provider whose tokens carry
+/// none. With one provider that has an issuer, that one (its `iss` is checked after
+/// the signature, as every provider's is).
+fn select_provider(policy: &Policy, token: &str) -> Result<usize, Reason> {
+    if let [only] = policy.providers.as_slice() {
+        if only.token.issuer.is_some() {
+            return Ok(0);
+        }
+    }
+    let payload = token.split('.').nth(1).ok_or(Reason::Malformed)?;
+    let bytes = Base64UrlUnpadded::decode_vec(payload).map_err(|_| Reason::Malformed)?;
+    // A duplicate `iss` is an error here, as it is for the full parse.
+    let peek: IssuerOnly = serde_json::from_slice(&bytes).map_err(|_| Reason::Malformed)?;
+    let iss = match &peek.iss {
+        None => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(Reason::Issuer),
+    };
+    policy.provider_for(iss).ok_or(Reason::Issuer)
+}
+
+/// Verifies `token` (the part after `Bearer `) at unix time `now`, with the keys of
+/// each provider (`keys`, indexed like the providers). `accepts` says which
+/// providers the route takes: a token of another is refused before its signature is
+/// checked.
+pub fn verify(
+    policy: &Policy,
+    keys: &[Rc<KeySet>],
+    token: &str,
+    now: i64,
+    accepts: impl Fn(usize) -> bool,
+) -> Result<VerifiedToken, Refused> {
     if token.len() > policy.max_token_bytes {
-        return Err(Reason::TokenTooLarge);
+        return Err(Reason::TokenTooLarge.into());
     }
 
     let untrusted = UntrustedToken::<StrictObject>::try_from(token).map_err(|e| match e {
@@ -78,44 +157,60 @@ pub fn verify(policy: &TokenPolicy, keys: &KeySet, token: &str, now: i64) -> Res
             .iter()
             .any(|p| header.other_fields.contains(p))
     {
-        return Err(Reason::HeaderRefused);
+        return Err(Reason::HeaderRefused.into());
     }
     if let Some(typ) = &header.token_type {
         if !ACCEPTED_TYPES.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
-            return Err(Reason::HeaderRefused);
+            return Err(Reason::HeaderRefused.into());
         }
     }
 
-    let verified = check_signature(policy, keys, &untrusted)?;
+    let index = select_provider(policy, token)?;
+    let refused = |reason: Reason| Refused {
+        reason,
+        provider: Some(index),
+    };
+    let (Some(provider), Some(keys)) = (policy.providers.get(index), keys.get(index)) else {
+        return Err(Reason::Internal.into());
+    };
+    if !accepts(index) {
+        return Err(refused(Reason::ProviderNotAccepted));
+    }
+    let policy = &provider.token;
+    let verified = check_signature(policy, keys, &untrusted).map_err(refused)?;
     let claims = verified.claims();
 
-    check_time(claims, policy, now)?;
+    check_time(claims, policy, now).map_err(refused)?;
     let expires_at = claims.expiration.map_or(now, |t| t.timestamp());
     let not_before = claims.not_before.map(|t| t.timestamp());
     let issued_at = claims.issued_at.map(|t| t.timestamp());
 
     let custom = &claims.custom;
-    match claims::string_claim(custom, "iss") {
-        Ok(iss) if iss == policy.issuer => {}
-        _ => return Err(Reason::Issuer),
+    match (claims::string_claim(custom, "iss"), &policy.issuer) {
+        (Ok(iss), Some(want)) if iss == want => {}
+        (Err(ClaimError::Missing), None) => {}
+        _ => return Err(refused(Reason::Issuer)),
     }
     if !policy.audiences.is_empty() {
-        let audiences = claims::audiences(custom).map_err(|_| Reason::Audience)?;
+        let audiences =
+            claims::audiences_in(custom, &policy.audience_claim).map_err(|_| refused(Reason::Audience))?;
         if !audiences
             .iter()
             .any(|a| policy.audiences.iter().any(|want| want == a))
         {
-            return Err(Reason::Audience);
+            return Err(refused(Reason::Audience));
         }
     }
-    let subject = match claims::string_claim(custom, "sub") {
+    let subject = match claims::string_claim(custom, &policy.subject_claim) {
         Ok(sub) if !sub.is_empty() => sub.to_string(),
-        _ => return Err(Reason::Claims),
+        _ => return Err(refused(Reason::Claims)),
     };
-    let roles = claims::roles(custom, &policy.roles_claim).map_err(|e| match e {
-        ClaimError::Missing | ClaimError::WrongType => Reason::Claims,
-    })?;
+    let mut roles = Vec::new();
+    for pointer in &policy.roles {
+        claims::roles_at(custom, pointer, &mut roles).map_err(|_| refused(Reason::Claims))?;
+    }
     Ok(VerifiedToken {
+        provider: index,
         subject,
         roles,
         claims: verified.into_parts().1.custom,
@@ -150,10 +245,19 @@ fn check_signature(
                 KeyLookup::Unknown => Reason::UnknownKey,
                 KeyLookup::AlgorithmMismatch => Reason::Algorithm,
             })?;
-        match &key.material {
-            KeyMaterial::Ed25519(k) => Ed25519.validator::<StrictObject>(k).validate(untrusted),
-            KeyMaterial::P256(k) => Es256.validator::<StrictObject>(k).validate(untrusted),
-            KeyMaterial::Rsa(k) => Rsa::rs256().validator::<StrictObject>(k).validate(untrusted),
+        // The validator compares the token's `alg` with its own name, so each
+        // algorithm is checked under the name the token gave and the key allows.
+        match (&key.material, asym) {
+            (KeyMaterial::Ed25519(k), AsymAlg::Ed25519) => Renamed::new(Ed25519, "Ed25519")
+                .validator::<StrictObject>(k)
+                .validate(untrusted),
+            (KeyMaterial::Ed25519(k), _) => Ed25519.validator::<StrictObject>(k).validate(untrusted),
+            (KeyMaterial::P256(k), _) => Es256.validator::<StrictObject>(k).validate(untrusted),
+            (KeyMaterial::P384(k), _) => Es384.validator::<StrictObject>(k).validate(untrusted),
+            (KeyMaterial::Rsa(k), AsymAlg::Ps256) => {
+                Rsa::ps256().validator::<StrictObject>(k).validate(untrusted)
+            }
+            (KeyMaterial::Rsa(k), _) => Rsa::rs256().validator::<StrictObject>(k).validate(untrusted),
         }
     };
     validated.map_err(|e| match e {
@@ -219,10 +323,25 @@ pub(crate) mod tests {
         )
     }
 
-    pub fn token_policy() -> TokenPolicy {
-        compile(policy_json().as_bytes(), |_| Some(SECRET.to_string()))
-            .unwrap()
-            .token
+    pub fn token_policy() -> Policy {
+        compile(policy_json().as_bytes(), |_| Some(SECRET.to_string())).unwrap()
+    }
+
+    /// Verifies with the policy's inline keys (`inline`), or with none; every
+    /// provider accepted.
+    pub fn check(policy: &Policy, inline: bool, token: &str, now: i64) -> Result<VerifiedToken, Reason> {
+        let keys: Vec<Rc<KeySet>> = policy
+            .providers
+            .iter()
+            .map(|p| {
+                if inline {
+                    p.inline_keys.clone()
+                } else {
+                    Rc::default()
+                }
+            })
+            .collect();
+        verify(policy, &keys, token, now, |_| true).map_err(|r| r.reason)
     }
 
     use gatehouse_testkit::b64url as b64;
@@ -267,7 +386,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_good_token_verifies() {
-        let v = verify(&token_policy(), &KeySet::default(), &sign(&good_claims()), NOW).unwrap();
+        let v = check(&token_policy(), false, &sign(&good_claims()), NOW).unwrap();
         assert_eq!(v.subject, "alice");
         assert_eq!(v.roles, ["admin", "user"]);
         assert_eq!(v.claims.get("jti"), Some(&json!("j1")));
@@ -279,7 +398,7 @@ pub(crate) mod tests {
     #[test]
     fn a_pyjwt_token_from_the_fastapi_guide_verifies() {
         let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGVzIjpbImFkbWluIl0sImlzcyI6Imh0dHBzOi8vZ2F0ZWhvdXNlLnRlc3QiLCJhdWQiOiJhcGkiLCJleHAiOjE4MDAwMDE4MDB9.UQn-hTQ9ayKi8mAlhQYIECgaxiR8nPTVFXf_PeOfjc4";
-        let v = verify(&token_policy(), &KeySet::default(), token, NOW).unwrap();
+        let v = check(&token_policy(), false, token, NOW).unwrap();
         assert_eq!(v.subject, "alice");
     }
 
@@ -647,7 +766,7 @@ pub(crate) mod tests {
             ),
         ];
         for (name, token, want) in cases {
-            assert_eq!(verify(&p, &KeySet::default(), &token, NOW), Err(want), "{name}");
+            assert_eq!(check(&p, false, &token, NOW), Err(want), "{name}");
         }
     }
 
@@ -659,11 +778,7 @@ pub(crate) mod tests {
         let earliest: i64 = -8_334_601_228_800; // DateTime::<Utc>::MIN_UTC
         for nbf in [earliest, earliest + 1, earliest + 59] {
             let token = sign(&with(json!({ "nbf": nbf, "iat": null })));
-            assert_eq!(
-                verify(&p, &KeySet::default(), &token, NOW),
-                Err(Reason::Lifetime),
-                "{nbf}"
-            );
+            assert_eq!(check(&p, false, &token, NOW), Err(Reason::Lifetime), "{nbf}");
         }
         let latest: i64 = 8_210_266_876_799; // DateTime::<Utc>::MAX_UTC
         for (claim, want) in [
@@ -672,19 +787,16 @@ pub(crate) mod tests {
             ("exp", Reason::Lifetime),
         ] {
             let token = sign(&with(json!({ claim: latest })));
-            assert_eq!(verify(&p, &KeySet::default(), &token, NOW), Err(want), "{claim}");
+            assert_eq!(check(&p, false, &token, NOW), Err(want), "{claim}");
         }
         let token = sign(&with(json!({ "nbf": earliest - 1 })));
-        assert_eq!(
-            verify(&p, &KeySet::default(), &token, NOW),
-            Err(Reason::Malformed)
-        );
+        assert_eq!(check(&p, false, &token, NOW), Err(Reason::Malformed));
     }
 
     #[test]
     fn boundaries_and_accepted_variants() {
         let p = token_policy();
-        let ok = |c: serde_json::Value| verify(&p, &KeySet::default(), &sign(&c), NOW);
+        let ok = |c: serde_json::Value| check(&p, false, &sign(&c), NOW);
         assert!(ok(with(json!({"exp": NOW - 60}))).is_ok(), "exp within skew");
         assert!(ok(with(json!({"nbf": NOW + 60}))).is_ok(), "nbf within skew");
         assert!(ok(with(json!({"iat": NOW + 60}))).is_ok(), "iat within skew");
@@ -705,7 +817,7 @@ pub(crate) mod tests {
                 &good_claims().to_string(),
                 SECRET.as_bytes(),
             );
-            assert!(verify(&p, &KeySet::default(), &t, NOW).is_ok(), "{typ}");
+            assert!(check(&p, false, &t, NOW).is_ok(), "{typ}");
         }
         let with_kid = sign_raw(
             r#"{"alg":"HS256","kid":"../../etc/passwd"}"#,
@@ -713,7 +825,7 @@ pub(crate) mod tests {
             SECRET.as_bytes(),
         );
         assert!(
-            verify(&p, &KeySet::default(), &with_kid, NOW).is_ok(),
+            check(&p, false, &with_kid, NOW).is_ok(),
             "kid is ignored with one HMAC key"
         );
     }
@@ -743,16 +855,13 @@ pub(crate) mod tests {
         let p = asym_policy(r#"["EdDSA","ES256","RS256"]"#, false);
         for alg in ["EdDSA", "ES256", "RS256"] {
             let token = python_fixture()["tokens"][alg].as_str().unwrap().to_string();
-            let v = verify(&p.token, &p.inline_keys, &token, NOW).unwrap_or_else(|e| panic!("{alg}: {e:?}"));
+            let v = check(&p, true, &token, NOW).unwrap_or_else(|e| panic!("{alg}: {e:?}"));
             assert_eq!((v.subject.as_str(), v.roles.len()), ("alice", 2), "{alg}");
         }
         // Only what the configuration accepts.
         let only_ed = asym_policy(r#"["EdDSA"]"#, false);
         let es = python_fixture()["tokens"]["ES256"].as_str().unwrap().to_string();
-        assert_eq!(
-            verify(&only_ed.token, &only_ed.inline_keys, &es, NOW).err(),
-            Some(Reason::Algorithm)
-        );
+        assert_eq!(check(&only_ed, true, &es, NOW).err(), Some(Reason::Algorithm));
     }
 
     #[test]
@@ -857,24 +966,17 @@ pub(crate) mod tests {
             ),
         ];
         for (name, token, want) in cases {
-            assert_eq!(
-                verify(&p.token, &p.inline_keys, &token, NOW).err(),
-                Some(want),
-                "{name}"
-            );
+            assert_eq!(check(&p, true, &token, NOW).err(), Some(want), "{name}");
         }
         // HS256 beside asymmetric keys still only ever uses the configured secret.
         let mixed = asym_policy(r#"["HS256","EdDSA"]"#, true);
         let by_public = sign_raw(r#"{"alg":"HS256","kid":"k-ed"}"#, &payload, public_x.as_bytes());
         assert_eq!(
-            verify(&mixed.token, &mixed.inline_keys, &by_public, NOW).err(),
+            check(&mixed, true, &by_public, NOW).err(),
             Some(Reason::Signature)
         );
-        assert!(verify(&mixed.token, &mixed.inline_keys, &sign(&good_claims()), NOW).is_ok());
+        assert!(check(&mixed, true, &sign(&good_claims()), NOW).is_ok());
         // Before any key is loaded (a remote JWKS not fetched yet): 503, not 401.
-        assert_eq!(
-            verify(&p.token, &KeySet::default(), ed, NOW).err(),
-            Some(Reason::NoKeys)
-        );
+        assert_eq!(check(&p, false, ed, NOW).err(), Some(Reason::NoKeys));
     }
 }

@@ -20,10 +20,10 @@ pub struct Worker {
     pub policy: Policy,
     pub runtime: Runtime,
     pub metrics: Metrics,
-    /// A remote JWKS, if the keys come from one.
-    pub jwks: Option<JwksSync>,
-    /// The revocation feed, if revocation is on.
-    pub poller: Option<Poller>,
+    /// One per provider whose keys come from a remote JWKS (or discovery).
+    pub jwks: Vec<JwksSync>,
+    /// One per provider with a revocation feed.
+    pub pollers: Vec<Poller>,
 }
 
 impl Worker {
@@ -35,29 +35,60 @@ impl Worker {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Worker, String> {
         let policy = compile(config, env).map_err(|e| format!("invalid configuration: {e}"))?;
-        let metrics = Metrics::define(host).ok_or("the host refused to define the stats counters")?;
+        let metrics = Metrics::define(host, policy.providers.iter().map(|p| p.name.as_str()))
+            .ok_or("the host refused to define the stats counters")?;
         info!(
-            "gatehouse: configured: issuer {}, {} rule(s), token cache {}{}{}",
-            policy.token.issuer,
+            "gatehouse: configured: {} provider(s), {} rule(s), token cache {}",
+            policy.providers.len(),
             policy.routes.rules.len(),
             policy.token_cache_entries,
-            policy.jwks_remote.as_ref().map_or(String::new(), |r| format!(
-                ", JWKS from cluster {} {}",
-                r.cluster, r.path
-            )),
-            policy.revocation.as_ref().map_or(String::new(), |r| format!(
-                ", revocation feed from cluster {} {} every {} s",
-                r.cluster, r.path, r.poll_seconds
-            ))
         );
-        let mut runtime = Runtime::new(policy.inline_keys.clone(), policy.token_cache_entries);
+        for p in &policy.providers {
+            info!(
+                "gatehouse: provider {}: issuer {}{}{}",
+                p.name,
+                p.token.issuer.as_deref().unwrap_or("(none: tokens without iss)"),
+                p.jwks_remote.as_ref().map_or(String::new(), |r| format!(
+                    ", {} from cluster {} {}",
+                    if r.discovery.is_some() {
+                        "OIDC discovery"
+                    } else {
+                        "JWKS"
+                    },
+                    r.cluster,
+                    r.path
+                )),
+                p.revocation.as_ref().map_or(String::new(), |r| format!(
+                    ", revocation feed from cluster {} {} every {} s",
+                    r.cluster, r.path, r.poll_seconds
+                ))
+            );
+        }
+        let mut runtime = Runtime::new(&policy);
         runtime.revocations = policy
-            .revocation
-            .as_ref()
-            .map(|feed| Revocations::new(host.now(), feed.max_stale_seconds, feed.before_first_poll));
+            .providers
+            .iter()
+            .map(|p| {
+                p.revocation
+                    .as_ref()
+                    .map(|feed| Revocations::new(host.now(), feed.max_stale_seconds, feed.before_first_poll))
+            })
+            .collect();
+        let jwks = policy
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.jwks_remote.as_ref().map(|r| JwksSync::new(i, r)))
+            .collect();
+        let pollers = policy
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.revocation.as_ref().map(|f| Poller::new(i, f)))
+            .collect();
         Ok(Worker {
-            jwks: policy.jwks_remote.as_ref().map(JwksSync::new),
-            poller: policy.revocation.as_ref().map(Poller::new),
+            jwks,
+            pollers,
             policy,
             runtime,
             metrics,
@@ -71,7 +102,7 @@ impl Worker {
     /// 100 ms of the first (a client whose requests land on different workers sees no
     /// flip-flop). Each tick is a few host calls; requests pay nothing for it.
     pub fn tick_period(&self) -> Duration {
-        if self.jwks.is_some() || self.poller.is_some() {
+        if !self.jwks.is_empty() || !self.pollers.is_empty() {
             Duration::from_millis(100)
         } else {
             Duration::from_secs(1)
@@ -80,10 +111,10 @@ impl Worker {
 
     pub fn tick(&mut self, host: &impl Host) {
         self.flush(host);
-        if let Some(jwks) = &mut self.jwks {
+        for jwks in &mut self.jwks {
             jwks.tick(host, &self.policy, &mut self.runtime, &self.metrics);
         }
-        if let Some(poller) = &mut self.poller {
+        for poller in &mut self.pollers {
             poller.tick(host, &self.policy, &mut self.runtime, &self.metrics);
         }
     }
@@ -94,7 +125,8 @@ impl Worker {
 
     /// The answer to a call the root context started; a stray token is ignored.
     pub fn on_answer(&mut self, host: &impl Host, token: u32, body_size: usize) {
-        if let Some(jwks) = self.jwks.as_mut().filter(|j| j.owns(token)) {
+        if let Some(jwks) = self.jwks.iter_mut().find(|j| j.owns(token)) {
+            // A discovery answer's follow-up call is tracked by the sync itself.
             jwks.on_answer(
                 host,
                 &self.policy,
@@ -103,7 +135,7 @@ impl Worker {
                 token,
                 body_size,
             );
-        } else if let Some(poller) = self.poller.as_mut().filter(|p| p.owns(token)) {
+        } else if let Some(poller) = self.pollers.iter_mut().find(|p| p.owns(token)) {
             poller.on_answer(host, &self.policy, &mut self.runtime, &self.metrics, body_size);
         }
     }
@@ -112,12 +144,14 @@ impl Worker {
     /// still lacks entirely (the first keys, the first revocation set) is adopted at
     /// once rather than on the next tick. One host call each, and only until loaded.
     pub fn catch_up(&mut self, host: &impl Host) {
-        if let Some(jwks) = self.jwks.as_mut().filter(|j| !j.loaded) {
+        for jwks in self.jwks.iter_mut().filter(|j| !j.loaded) {
             jwks.adopt(host, &self.policy, &mut self.runtime);
         }
-        if let (Some(poller), Some(revocations)) = (&self.poller, self.runtime.revocations.as_mut()) {
-            if !revocations.loaded {
-                poller.adopt(host, &self.policy, revocations);
+        for poller in &self.pollers {
+            if let Some(Some(revocations)) = self.runtime.revocations.get_mut(poller.provider) {
+                if !revocations.loaded {
+                    poller.adopt(host, &self.policy, revocations);
+                }
             }
         }
     }

@@ -165,13 +165,16 @@ fn the_istio_plugin_config_compiles_without_a_secret() {
     let config = istio_config();
     let policy = compiled(&config, WASM_PLUGIN);
     assert!(
-        policy.token.hs256_key.is_none(),
+        policy.providers[0].token.hs256_key.is_none(),
         "SECRET_KEY must not be needed in the proxy"
     );
     assert!(config.get("hmac_secret").is_none());
     assert_eq!(config["algorithms"], json!(["EdDSA"]));
-    assert!(policy.jwks_remote.is_some(), "keys from the token service's JWKS");
-    assert!(policy.revocation.is_some(), "revocation feed polled");
+    assert!(
+        policy.providers[0].jwks_remote.is_some(),
+        "keys from the token service's JWKS"
+    );
+    assert!(policy.providers[0].revocation.is_some(), "revocation feed polled");
     assert!(!policy.routes.rules.is_empty());
 }
 
@@ -180,7 +183,7 @@ fn the_sidecar_config_compiles_and_names_clusters_that_exist() {
     let bootstrap = sidecar();
     let config = sidecar_config(&bootstrap);
     let policy = compiled(&config, SIDECAR);
-    assert!(policy.token.hs256_key.is_none());
+    assert!(policy.providers[0].token.hs256_key.is_none());
 
     let wasm = sidecar_wasm(&bootstrap);
     assert_eq!(
@@ -196,8 +199,8 @@ fn the_sidecar_config_compiles_and_names_clusters_that_exist() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    let remote = policy.jwks_remote.as_ref().unwrap();
-    let feed = policy.revocation.as_ref().unwrap();
+    let remote = policy.providers[0].jwks_remote.as_ref().unwrap();
+    let feed = policy.providers[0].revocation.as_ref().unwrap();
     for (what, cluster) in [("jwks.remote", &remote.cluster), ("revocation", &feed.cluster)] {
         assert!(
             clusters.contains(&cluster.as_str()),
@@ -228,18 +231,30 @@ fn istio_and_the_sidecar_enforce_the_same_policy() {
     assert_eq!(a.forward, b.forward);
     assert_eq!(a.challenge, b.challenge);
     assert_eq!(a.token_cache_entries, b.token_cache_entries);
-    assert_eq!(a.token.issuer, b.token.issuer);
-    assert_eq!(a.token.audiences, b.token.audiences);
-    assert_eq!(a.token.asymmetric, b.token.asymmetric);
-    assert_eq!(a.token.clock_skew_seconds, b.token.clock_skew_seconds);
-    assert_eq!(a.token.max_lifetime_seconds, b.token.max_lifetime_seconds);
-    assert_eq!(a.token.max_token_bytes, b.token.max_token_bytes);
-    assert_eq!(a.token.roles_claim, b.token.roles_claim);
-    let (mut jwks_a, mut jwks_b) = (a.jwks_remote.clone().unwrap(), b.jwks_remote.clone().unwrap());
+    assert_eq!(a.providers[0].token.issuer, b.providers[0].token.issuer);
+    assert_eq!(a.providers[0].token.audiences, b.providers[0].token.audiences);
+    assert_eq!(a.providers[0].token.asymmetric, b.providers[0].token.asymmetric);
+    assert_eq!(
+        a.providers[0].token.clock_skew_seconds,
+        b.providers[0].token.clock_skew_seconds
+    );
+    assert_eq!(
+        a.providers[0].token.max_lifetime_seconds,
+        b.providers[0].token.max_lifetime_seconds
+    );
+    assert_eq!(a.max_token_bytes, b.max_token_bytes);
+    assert_eq!(a.providers[0].token.roles, b.providers[0].token.roles);
+    let (mut jwks_a, mut jwks_b) = (
+        a.providers[0].jwks_remote.clone().unwrap(),
+        b.providers[0].jwks_remote.clone().unwrap(),
+    );
     jwks_a.cluster.clear();
     jwks_b.cluster.clear();
     assert_eq!(jwks_a, jwks_b);
-    let (mut feed_a, mut feed_b) = (a.revocation.clone().unwrap(), b.revocation.clone().unwrap());
+    let (mut feed_a, mut feed_b) = (
+        a.providers[0].revocation.clone().unwrap(),
+        b.providers[0].revocation.clone().unwrap(),
+    );
     feed_a.cluster.clear();
     feed_b.cluster.clear();
     assert_eq!(feed_a, feed_b);

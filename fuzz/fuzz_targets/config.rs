@@ -7,7 +7,6 @@
 //! `decide` runs on it for a handful of requests without panicking.
 #![no_main]
 
-use std::rc::Rc;
 
 use gatehouse::config::compile;
 use gatehouse::decision::{decide, Decision, Runtime};
@@ -82,19 +81,24 @@ fuzz_target!(|data: &[u8]| {
                 .bytes()
                 .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
     );
-    assert!(policy.token.max_token_bytes >= 64 && policy.token.max_lifetime_seconds >= 1);
-    assert!(!policy.token.issuer.is_empty());
+    assert!(policy.max_token_bytes >= 64 && !policy.providers.is_empty());
+    for p in &policy.providers {
+        assert!(p.token.max_lifetime_seconds >= 1);
+        assert!(p.token.issuer.as_ref().is_none_or(|i| !i.is_empty()));
+    }
 
     let again = compile(data, env).unwrap_or_else(|e| panic!("compiled once, then {e:?}"));
     assert_eq!(again.routes, policy.routes);
     assert_eq!(again.forward, policy.forward);
-    assert_eq!(again.revocation, policy.revocation);
-    assert_eq!(again.jwks_remote, policy.jwks_remote);
+    for (a, b) in again.providers.iter().zip(&policy.providers) {
+        assert_eq!(a.revocation, b.revocation);
+        assert_eq!(a.jwks_remote, b.jwks_remote);
+    }
 
     BEARER.with(|bearer| {
         let with_token = headers(&[("authorization", bearer), ("x-auth-sub", b"root")]);
         let without = headers(&[("X_AUTH_ROLES", b"admin")]);
-        let mut runtime = Runtime::new(Rc::clone(&policy.inline_keys), policy.token_cache_entries.min(16));
+        let mut runtime = Runtime::new(&policy);
         for (method, path) in [
             (&b"GET"[..], &b"/"[..]),
             (b"GET", b"/healthz"),
@@ -105,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
             for hs in [&with_token, &without] {
                 let d = decide(&policy, &mut runtime, method, path, hs, NOW);
                 check_identity_headers(&policy, hs, &d);
-                if let Decision::Deny(denial) = &d {
+                if let Decision::Deny(denial, _) = &d {
                     assert!((400..=503).contains(&denial.status), "{denial:?}");
                 }
             }

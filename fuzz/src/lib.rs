@@ -248,7 +248,7 @@ fn timestamp(v: &Value) -> Option<i64> {
 /// an accepted algorithm, no refused header parameter, and every claim rule.
 pub fn check_verified(fx: &Fixture, token: &str, v: &VerifiedToken, now: i64) {
     let fail = |why: &str| -> ! { panic!("[{}] accepted a token that {why}: {token:?} -> {v:?}", fx.name) };
-    if token.len() > fx.policy.token.max_token_bytes {
+    if token.len() > fx.policy.max_token_bytes {
         fail("is over the size cap");
     }
     let parts: Vec<&str> = token.split('.').collect();
@@ -338,8 +338,8 @@ pub fn check_verified(fx: &Fixture, token: &str, v: &VerifiedToken, now: i64) {
     if (v.expires_at, v.not_before, v.issued_at) != (exp, nbf, iat) {
         fail("verified to other times than its claims say");
     }
-    let skew = fx.policy.token.clock_skew_seconds;
-    let max = fx.policy.token.max_lifetime_seconds;
+    let skew = fx.policy.providers[0].token.clock_skew_seconds;
+    let max = fx.policy.providers[0].token.max_lifetime_seconds;
     if i128::from(now) > i128::from(exp) + i128::from(skew) {
         fail("has expired");
     }
@@ -379,29 +379,33 @@ pub fn check_identity_headers(policy: &Policy, headers: &[(String, Vec<u8>)], de
             panic!("incoming identity header {name:?} survives: remove {remove:?}, set {set:?}");
         }
     }
-    // The roles travel as one comma-separated list; every other value is one item.
-    let roles_header = policy
-        .forward
-        .claims
-        .iter()
-        .find(|(claim, _)| *claim == policy.token.roles_claim)
-        .map(|(_, header)| header.as_str());
+    // Every value is visible ASCII; one that starts like JSON is JSON, any other is
+    // plain text without parameter delimiters, quotes or backslashes (commas only
+    // between list items). See src/forward.rs.
     for (name, value) in set {
-        let list = roles_header == Some(*name);
-        let safe = !value.is_empty()
-            && value
-                .bytes()
-                .all(|b| (0x20..0x7f).contains(&b) && !b",;\"\\".contains(&b) || (b == b',' && list));
-        if !name.starts_with(prefix.as_str()) || !safe {
+        let visible = !value.is_empty() && value.bytes().all(|b| (0x20..0x7f).contains(&b));
+        let readable = if value.starts_with(['"', '[', '{']) {
+            serde_json::from_str::<Value>(value).is_ok()
+        } else {
+            !value.contains([';', '"', '\\']) && !value.split(',').any(str::is_empty)
+        };
+        if !name.starts_with(prefix.as_str()) || !visible || !readable {
             panic!("set {name:?}: {value:?} is not a safe identity header");
         }
     }
 }
 
+/// `gatehouse::token::verify` with the configuration's inline keys, every provider
+/// accepted.
+pub fn verify_inline(fx: &Fixture, token: &str, now: i64) -> Result<VerifiedToken, gatehouse::decision::Reason> {
+    let keys: Vec<Rc<gatehouse::keys::KeySet>> = fx.policy.providers.iter().map(|p| Rc::clone(&p.inline_keys)).collect();
+    gatehouse::token::verify(&fx.policy, &keys, token, now, |_| true).map_err(|r| r.reason)
+}
+
 /// `decide` for one Bearer token on a protected route, fresh (no cache), with the
 /// configuration's inline keys.
 pub fn decide_fresh(fx: &Fixture, headers: &[(String, Vec<u8>)], now: i64) -> Outcome {
-    let mut runtime = Runtime::new(Rc::clone(&fx.policy.inline_keys), 0);
+    let mut runtime = Runtime::new(&fx.policy);
     let decision = decide(&fx.policy, &mut runtime, b"GET", b"/api/x", headers, now);
     check_identity_headers(&fx.policy, headers, &decision);
     decision.outcome()

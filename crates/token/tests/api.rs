@@ -44,7 +44,7 @@ async fn a_login_issues_tokens_the_filter_accepts() {
     let now = gatehouse_token::clock::unix_now();
     match decide(
         &policy,
-        &mut gatehouse::decision::Runtime::new(Default::default(), 0),
+        &mut gatehouse::decision::Runtime::new(&policy),
         b"GET",
         b"/users/me",
         &headers,
@@ -60,7 +60,7 @@ async fn a_login_issues_tokens_the_filter_accepts() {
                 ]
             );
         }
-        Decision::Deny(d) => panic!("the filter refused a fresh token: {d:?}"),
+        Decision::Deny(d, _) => panic!("the filter refused a fresh token: {d:?}"),
     }
 
     // Two tokens are never alike: each has its own jti.

@@ -7,7 +7,7 @@ mod support;
 use std::rc::Rc;
 
 use gatehouse::decision::{decide, Decision, Outcome, Reason, Runtime};
-use gatehouse::keys::{parse_jwks, AsymAlg};
+use gatehouse::keys::parse_jwks;
 use gatehouse_token::clock::unix_now;
 use gatehouse_token::signing::{generate, SigningAlg};
 use serde_json::json;
@@ -42,16 +42,18 @@ fn filter_outcome(jwks: &serde_json::Value, token: &str, algs: &[&str]) -> Outco
     let config = json!({"issuer": ISSUER, "audiences": ["api"], "algorithms": algs, "jwks": {"inline": jwks},
                         "max_token_lifetime_seconds": 1800});
     let policy = gatehouse::config::compile(config.to_string().as_bytes(), |_| None).unwrap();
-    let accepted: Vec<AsymAlg> = algs.iter().filter_map(|a| AsymAlg::from_name(a)).collect();
-    let keys = parse_jwks(jwks.to_string().as_bytes(), &accepted).unwrap().keys;
+    let keys = parse_jwks(jwks.to_string().as_bytes(), &policy.providers[0].token.asymmetric)
+        .unwrap()
+        .keys;
     let headers = vec![(
         "authorization".to_string(),
         format!("Bearer {token}").into_bytes(),
     )];
-    let mut runtime = Runtime::new(Rc::new(keys), 0);
+    let mut runtime = Runtime::new(&policy);
+    runtime.set_keys(0, Rc::new(keys));
     match decide(&policy, &mut runtime, b"GET", b"/users/me", &headers, unix_now()) {
         Decision::Allow { outcome, .. } => outcome,
-        Decision::Deny(d) => Outcome::Denied(d.reason),
+        Decision::Deny(d, _) => Outcome::Denied(d.reason),
     }
 }
 
