@@ -729,6 +729,108 @@ fn filter_reason(error: &str, description: &str) -> String {
         .map_or_else(|| format!("{error}?{description}"), |(_, r)| (*r).to_string())
 }
 
+/// A `gatehouse-token` of its own, as one identity provider among several: its own
+/// issuer, signing algorithm, users and database, answering OIDC discovery and its
+/// JWKS. The filter reaches it through an Envoy cluster; tests log in to it directly.
+pub struct TokenIssuer {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    bin: PathBuf,
+    db: PathBuf,
+    process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenIssuer {
+    /// Starts one with `issuer` (also its public URL, so its discovery document names
+    /// `<issuer>/.well-known/jwks.json`), signing with `alg` (`EdDSA` or `ES256`), with
+    /// `users` as (name, password, roles).
+    pub fn start(issuer: &str, alg: &str, users: &[(&str, &str, &[&str])]) -> TokenIssuer {
+        let (bin, _) = demo_binaries();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("users.db");
+        for (name, password, roles) in users {
+            seed_user(bin, &db, name, password, roles, false);
+        }
+        keys_command(bin, &db, &["rotate", "--alg", alg, "--now"]);
+        let mut cmd = Command::new(bin);
+        cmd.arg("--db")
+            .arg(&db)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--issuer",
+                issuer,
+                "--public-url",
+                issuer,
+            ])
+            .args(["--audience", DEMO_AUDIENCE, "--signing-alg", alg])
+            .env("SECRET_KEY", SECRET)
+            .env("RUST_LOG", "info");
+        let mut process = Process::spawn(cmd, dir.path().join("token.log"));
+        let addr = wait_for_token_service(&mut process);
+        TokenIssuer {
+            addr,
+            issuer: issuer.to_string(),
+            bin: bin.clone(),
+            db,
+            process,
+            _dir: dir,
+        }
+    }
+
+    /// A new signing key, signing at once (the old one stays published).
+    pub fn rotate_now(&self, alg: &str) {
+        keys_command(&self.bin, &self.db, &["rotate", "--alg", alg, "--now"]);
+    }
+
+    /// An access token for `user`, by the password grant.
+    pub fn access_token(&self, user: &str, password: &str) -> String {
+        let form = format!("grant_type=password&username={user}&password={password}");
+        let head = format!(
+            "POST /token HTTP/1.1\r\nHost: idp\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        );
+        let r = request(self.addr, head).unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "login at {}: {}",
+            self.issuer,
+            String::from_utf8_lossy(&r.body)
+        );
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Stops it with SIGKILL: an outage of this provider.
+    pub fn kill(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+fn keys_command(bin: &Path, db: &Path, args: &[&str]) {
+    let out = Command::new(bin)
+        .arg("--db")
+        .arg(db)
+        .arg("keys")
+        .args(args)
+        .env("SECRET_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

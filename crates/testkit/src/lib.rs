@@ -6,7 +6,7 @@
 
 pub mod demo;
 
-pub use demo::{demo_claims, Answer, DemoTopology, Edge, Observed, DEMO_AUDIENCE, DEMO_ISSUER};
+pub use demo::{demo_claims, Answer, DemoTopology, Edge, Observed, TokenIssuer, DEMO_AUDIENCE, DEMO_ISSUER};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
