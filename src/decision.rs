@@ -1023,6 +1023,185 @@ mod tests {
     }
 
     #[test]
+    fn a_revocation_applies_to_the_provider_whose_feed_it_came_from() {
+        use crate::revocation::{BeforeFirstPoll, RevocationSet, Revocations};
+        // Two issuers on one secret (as two services of one team might): `alice` at one
+        // is not `alice` at the other.
+        let json = r#"{"providers": {
+            "a": {"issuer": "https://a.test", "hmac_secret": {"env": "K"}},
+            "b": {"issuer": "https://b.test", "hmac_secret": {"env": "K"}}}}"#;
+        let policy = compile(json.as_bytes(), |_| Some(SECRET.to_string())).unwrap();
+        let mut runtime = Runtime::new(&policy);
+        let mut revocations = Revocations::new(NOW - 100, None, BeforeFirstPoll::Allow);
+        let page = format!(
+            r#"{{"feed":"f","cursor":1,"reset":true,"entries":[{{"sub":"alice","iat_before":{},"until":{}}}]}}"#,
+            NOW,
+            NOW + 600
+        );
+        revocations.replica.set = RevocationSet::default().apply(page.as_bytes(), NOW, 10).unwrap();
+        runtime.revocations = vec![Some(revocations), None];
+        let alice_at =
+            |iss: &str| sign(&json!({"iss": iss, "sub": "alice", "iat": NOW - 10, "exp": NOW + 60}));
+        for (iss, want) in [
+            ("https://a.test", Outcome::Denied(Reason::Revoked)),
+            ("https://b.test", Outcome::Allowed),
+        ] {
+            let headers = h(&[("authorization", &format!("Bearer {}", alice_at(iss)))]);
+            let d = decide(&policy, &mut runtime, b"GET", b"/x", &headers, NOW);
+            assert_eq!(d.outcome(), want, "{iss}");
+            assert_eq!(d.provider(), policy.provider_for(Some(iss)), "{iss}");
+        }
+    }
+
+    #[test]
+    fn optional_routes_cookies_and_preflights() {
+        let json = r#"{"issuer": "https://gatehouse.test", "algorithms": ["HS256"], "hmac_secret": {"env": "K"},
+            "rules": [{"prefix": "/maybe", "require": "optional"}, {"prefix": "/closed", "require": "deny"}],
+            "cookie": {"name": "sid", "allowed_origins": ["https://app.test"]}, "cors_preflight": true}"#;
+        let policy = compile(json.as_bytes(), |_| Some(SECRET.to_string())).unwrap();
+        let alice = sign(&good_claims());
+        let expired = token_with(json!({"exp": NOW - 3600, "iat": NOW - 4000}));
+        let cookie = format!("a=1; sid={alice}");
+        let bearer_alice = format!("Bearer {alice}");
+        let bearer_expired = format!("Bearer {expired}");
+        let quoted = format!("sid=\"{alice}\"");
+        let in_query = format!("/other?access_token={alice}");
+        type HeaderCase<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Outcome);
+        let cases: Vec<HeaderCase> = vec![
+            ("GET", "/maybe", vec![], Outcome::AllowedAnonymous),
+            (
+                "GET",
+                "/maybe",
+                vec![("authorization", "Basic YTpi")],
+                Outcome::AllowedAnonymous,
+            ),
+            (
+                "GET",
+                "/maybe",
+                vec![("authorization", &bearer_alice)],
+                Outcome::Allowed,
+            ),
+            (
+                "GET",
+                "/maybe",
+                vec![("authorization", &bearer_expired)],
+                Outcome::Denied(Reason::Expired),
+            ),
+            (
+                "GET",
+                "/maybe",
+                vec![("authorization", "Bearer ")],
+                Outcome::Denied(Reason::AuthorizationMalformed),
+            ),
+            ("GET", "/other", vec![], Outcome::Denied(Reason::MissingToken)),
+            ("GET", "/other", vec![("cookie", &cookie)], Outcome::Allowed),
+            ("GET", "/other", vec![("cookie", &quoted)], Outcome::Allowed),
+            (
+                "GET",
+                "/other",
+                vec![("cookie", "a=1"), ("cookie", &cookie)],
+                Outcome::Allowed,
+            ),
+            (
+                "GET",
+                "/other",
+                vec![("cookie", &cookie), ("cookie", &cookie)],
+                Outcome::Denied(Reason::CredentialsConflict),
+            ),
+            (
+                "GET",
+                "/other",
+                vec![("cookie", &cookie), ("authorization", &bearer_alice)],
+                Outcome::Allowed,
+            ),
+            (
+                "GET",
+                "/other",
+                vec![("cookie", &cookie), ("authorization", &bearer_expired)],
+                Outcome::Denied(Reason::CredentialsConflict),
+            ),
+            (
+                "DELETE",
+                "/other",
+                vec![("cookie", &cookie)],
+                Outcome::Denied(Reason::CrossSite),
+            ),
+            (
+                "DELETE",
+                "/other",
+                vec![("cookie", &cookie), ("origin", "https://app.test")],
+                Outcome::Allowed,
+            ),
+            (
+                "DELETE",
+                "/other",
+                vec![
+                    ("cookie", &cookie),
+                    ("origin", "https://app.test"),
+                    ("origin", "https://evil.test"),
+                ],
+                Outcome::Denied(Reason::CrossSite),
+            ),
+            (
+                "DELETE",
+                "/other",
+                vec![("cookie", &cookie), ("origin", "https://app.test.evil.test")],
+                Outcome::Denied(Reason::CrossSite),
+            ),
+            (
+                "GET",
+                "/other",
+                vec![("cookie", &cookie), ("x-http-method-override", "DELETE")],
+                Outcome::Denied(Reason::CrossSite),
+            ),
+            (
+                "DELETE",
+                "/other",
+                vec![("authorization", &bearer_alice)],
+                Outcome::Allowed,
+            ),
+            // Never from the query string.
+            ("GET", &in_query, vec![], Outcome::Denied(Reason::MissingToken)),
+            (
+                "OPTIONS",
+                "/other",
+                vec![
+                    ("origin", "https://app.test"),
+                    ("access-control-request-method", "POST"),
+                ],
+                Outcome::AllowedPreflight,
+            ),
+            (
+                "OPTIONS",
+                "/other",
+                vec![("origin", "https://app.test")],
+                Outcome::Denied(Reason::MissingToken),
+            ),
+            (
+                "OPTIONS",
+                "/closed",
+                vec![
+                    ("origin", "https://app.test"),
+                    ("access-control-request-method", "POST"),
+                ],
+                Outcome::Denied(Reason::Closed),
+            ),
+        ];
+        for (method, path, headers, want) in cases {
+            let headers = h(&headers);
+            let d = decide(
+                &policy,
+                &mut Runtime::new(&policy),
+                method.as_bytes(),
+                path.as_bytes(),
+                &headers,
+                NOW,
+            );
+            assert_eq!(d.outcome(), want, "{method} {path} {headers:?}");
+        }
+    }
+
+    #[test]
     fn revoked_tokens_are_refused_from_the_cache_too() {
         use crate::revocation::{BeforeFirstPoll, RevocationSet, Revocations};
         let policy = demo_policy();

@@ -462,6 +462,86 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_discovery_document_is_believed_only_for_its_issuer_and_allowed_jwks_authorities() {
+        let discovery = Discovery {
+            issuer: "https://sso.example.test/realms/acme".into(),
+            jwks_authorities: vec!["sso.example.test".into(), "keys.example.test:8443".into()],
+        };
+        let doc = |issuer: &str, jwks: &str| format!(r#"{{"issuer":"{issuer}","jwks_uri":"{jwks}"}}"#);
+        let good = "https://sso.example.test/realms/acme";
+        let ok = |authority: &str, path: &str| {
+            Ok(JwksTarget {
+                authority: authority.into(),
+                path: path.into(),
+            })
+        };
+        let cases: Vec<(String, Result<JwksTarget, &str>)> = vec![
+            (
+                doc(
+                    good,
+                    "https://sso.example.test/realms/acme/protocol/openid-connect/certs",
+                ),
+                ok("sso.example.test", "/realms/acme/protocol/openid-connect/certs"),
+            ),
+            (
+                doc(good, "https://keys.example.test:8443/jwks?v=2"),
+                ok("keys.example.test:8443", "/jwks?v=2"),
+            ),
+            // Spoofing: another issuer's document, a look-alike, a trailing slash.
+            (
+                doc("https://evil.test/realms/acme", "https://sso.example.test/k"),
+                Err("another issuer"),
+            ),
+            (
+                doc(
+                    "https://sso.example.test/realms/acme/",
+                    "https://sso.example.test/k",
+                ),
+                Err("another issuer"),
+            ),
+            (
+                doc(
+                    "https://SSO.example.test/realms/acme",
+                    "https://sso.example.test/k",
+                ),
+                Err("another issuer"),
+            ),
+            // The keys somewhere the configuration did not name.
+            (doc(good, "https://evil.test/jwks"), Err("neither the cluster")),
+            (
+                doc(good, "https://sso.example.test.evil.test/jwks"),
+                Err("neither the cluster"),
+            ),
+            (
+                doc(good, "https://user@sso.example.test/jwks"),
+                Err("neither the cluster"),
+            ),
+            (
+                doc(good, "ftp://sso.example.test/jwks"),
+                Err("not an http(s) URL"),
+            ),
+            (doc(good, "https://sso.example.test"), Err("no path")),
+            ("not json".into(), Err("not an OpenID configuration")),
+            (
+                r#"{"issuer":"https://sso.example.test/realms/acme"}"#.into(),
+                Err("not an OpenID configuration"),
+            ),
+            (
+                r#"{"issuer":7,"jwks_uri":"https://sso.example.test/k"}"#.into(),
+                Err("not an OpenID configuration"),
+            ),
+        ];
+        for (body, want) in cases {
+            let got = jwks_target(&discovery, body.as_bytes());
+            match (want, got) {
+                (Ok(w), Ok(g)) => assert_eq!(w, g, "{body}"),
+                (Err(w), Err(g)) => assert!(g.contains(w), "{body}: {g}"),
+                (w, g) => panic!("{body}: want {w:?}, got {g:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn records_round_trip() {
         let r = encode(7, br#"{"keys":[]}"#);
         assert_eq!(decode(&r), Some((7, &br#"{"keys":[]}"#[..])));

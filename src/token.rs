@@ -108,14 +108,8 @@ struct IssuerOnly {
 
 /// The provider a token claims to come from: its `iss` selects exactly one (never
 /// "try every key"), and a token without `iss` only the provider whose tokens carry
-/// none. With one provider that has an issuer, that one (its `iss` is checked after
-/// the signature, as every provider's is).
+/// none. Read before the signature is checked (and checked again after it).
 fn select_provider(policy: &Policy, token: &str) -> Result<usize, Reason> {
-    if let [only] = policy.providers.as_slice() {
-        if only.token.issuer.is_some() {
-            return Ok(0);
-        }
-    }
     let payload = token.split('.').nth(1).ok_or(Reason::Malformed)?;
     let bytes = Base64UrlUnpadded::decode_vec(payload).map_err(|_| Reason::Malformed)?;
     // A duplicate `iss` is an error here, as it is for the full parse.
@@ -303,6 +297,9 @@ fn check_time(claims: &Claims<StrictObject>, policy: &TokenPolicy, now: i64) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod idp_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
