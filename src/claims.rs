@@ -293,15 +293,47 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_names_are_refused_at_the_top_level() {
+    fn duplicate_names_are_refused_at_every_depth() {
         for json in [
             r#"{"sub":"bob","sub":"admin"}"#,
             r#"{"roles":["user"],"x":1,"roles":["admin"]}"#,
             r#"{"a":1,"a":1}"#,
+            r#"{"realm_access":{"roles":["user"],"roles":["admin"]}}"#,
+            r#"{"a":[{"b":1},{"c":1,"c":2}]}"#,
         ] {
             assert!(serde_json::from_str::<StrictObject>(json).is_err(), "{json}");
         }
-        assert!(serde_json::from_str::<StrictObject>(r#"{"a":{"b":1},"b":2}"#).is_ok());
+        let nested: StrictObject =
+            serde_json::from_str(r#"{"a":{"b":1},"b":2,"c":[1.5,-2,null,true,"x",{"d":[]}]}"#).unwrap();
+        assert_eq!(
+            nested.pointer(&Pointer::parse("/a/b").unwrap()),
+            Some(&Value::from(1))
+        );
+        assert_eq!(
+            nested.pointer(&Pointer::parse("/c/0").unwrap()),
+            Some(&Value::from(1.5))
+        );
+        assert_eq!(
+            nested.pointer(&Pointer::parse("/c/5/d").unwrap()),
+            Some(&Value::Array(vec![]))
+        );
+        for missing in ["/a/c", "/c/6", "/c/01", "/c/-", "/b/x", "/z"] {
+            assert_eq!(
+                nested.pointer(&Pointer::parse(missing).unwrap()),
+                None,
+                "{missing}"
+            );
+        }
+        let escaped = Pointer::parse("/https:~1~1example.com~1roles/a~0b").unwrap();
+        assert_eq!(escaped.top_level(), None);
+        assert_eq!(
+            Pointer::claim("cognito:groups").top_level(),
+            Some("cognito:groups")
+        );
+        assert_eq!(Pointer::claim("a/b~c").text, "/a~1b~0c");
+        for bad in ["", "roles", "/a~2", "/a~"] {
+            assert!(Pointer::parse(bad).is_err(), "{bad}");
+        }
         for not_object in ["[]", "1", "\"x\"", "null", "{", r#"{"a":}"#] {
             assert!(
                 serde_json::from_str::<StrictObject>(not_object).is_err(),

@@ -395,7 +395,7 @@ fn smuggle_rows() -> Vec<Row> {
 }
 
 #[test]
-fn claim_values_that_could_smuggle_header_values_are_refused() {
+fn claim_values_reach_the_api_encoded_so_none_can_smuggle_a_header() {
     let test = "claim_values_that_could_smuggle_header_values_are_refused";
     let demo = DemoTopology::start();
     let rows = smuggle_rows();
