@@ -167,13 +167,24 @@ fn the_iss_selects_whose_keys_check_the_signature_and_nothing_else_is_tried() {
         check(&policy, &token("keycloak", "access")).err(),
         Some(Reason::UnknownKey)
     );
-    // An issuer no provider has, and a token without iss where no provider takes one.
-    let only_keycloak = compile_value(&json!({"providers": {"keycloak": provider("keycloak", json!({}))}}));
-    for other in [token("okta", "access"), token("fastapi", "access")] {
-        assert_eq!(check(&only_keycloak, &other).err(), Some(Reason::Issuer));
+    // An issuer no provider has, a token without iss where no provider takes one, and
+    // a claims array where an object must be: refused before any key is looked at.
+    let two = compile_value(&json!({"providers": {
+        "keycloak": provider("keycloak", json!({})),
+        "okta": provider("okta", json!({}))}}));
+    for other in [token("auth0", "access"), token("fastapi", "access")] {
+        assert_eq!(check(&two, &other).err(), Some(Reason::Issuer));
     }
-    // One provider, and a token of another issuer signed with its key: refused by iss.
+    let array =
+        crate::token::tests::sign_raw(r#"{"alg":"HS256"}"#, r#"["https://x.test"]"#, SECRET.as_bytes());
+    assert_eq!(check(&two, &array).err(), Some(Reason::Malformed));
+    // One provider (as a configuration without `providers`): the signature first, as
+    // before; a token of another issuer signed with its key is refused by iss.
     let one = compile_value(&json!({"providers": {"b": config["providers"]["a"].clone()}}));
+    assert_eq!(
+        check(&one, &token("okta", "access")).err(),
+        Some(Reason::UnknownKey)
+    );
     assert_eq!(
         check(&one, &token("keycloak", "access")).err(),
         Some(Reason::Issuer)
