@@ -108,6 +108,11 @@ impl Pointer {
         }
     }
 
+    /// The top-level claim the pointer starts in.
+    pub fn first(&self) -> Option<&str> {
+        self.tokens.first().map(String::as_str)
+    }
+
     /// The top-level claim's name, when the pointer points at one.
     pub fn top_level(&self) -> Option<&str> {
         match self.tokens.as_slice() {

@@ -980,6 +980,15 @@ fn compile_rule(raw: &RawRule, field: &str, providers: &[&str]) -> Result<Rule, 
     for (pointer, condition) in raw.claims.iter().flatten() {
         let cfield = format!("{field}.claims.{pointer}");
         let pointer = Pointer::parse(pointer).map_err(|e| err(&cfield, e))?;
+        if pointer
+            .first()
+            .is_some_and(|c| ["exp", "nbf", "iat"].contains(&c))
+        {
+            return Err(err(
+                &cfield,
+                "the token's times are checked by the clock rules (clock_skew_seconds, max_token_lifetime_seconds), not by claim conditions",
+            ));
+        }
         let condition = match condition {
             RawCondition::Equals(v) => Condition::Equals(v.clone()),
             RawCondition::AnyOf(list) if list.is_empty() => {

@@ -435,7 +435,13 @@ fn identity_headers<'a>(policy: &'a Policy, verified: &VerifiedToken) -> Vec<(&'
         let value = match source {
             ForwardSource::Subject => encode(&serde_json::Value::String(verified.subject.clone())),
             ForwardSource::Roles => encode_list(&verified.roles),
-            ForwardSource::Claim(pointer) => verified.claims.pointer(pointer).and_then(encode),
+            // The times are read out of the claims by the validator; they come back here.
+            ForwardSource::Claim(pointer) => match pointer.top_level() {
+                Some("exp") => Some(verified.expires_at.to_string()),
+                Some("nbf") => verified.not_before.map(|t| t.to_string()),
+                Some("iat") => verified.issued_at.map(|t| t.to_string()),
+                _ => verified.claims.pointer(pointer).and_then(encode),
+            },
         };
         if let Some(value) = value {
             set.push((header.as_str(), value));
@@ -1051,6 +1057,38 @@ mod tests {
             assert_eq!(d.outcome(), want, "{iss}");
             assert_eq!(d.provider(), policy.provider_for(Some(iss)), "{iss}");
         }
+    }
+
+    #[test]
+    fn a_form_method_override_meets_a_rule_that_differs_only_in_its_claims() {
+        // Both readings require "authenticated"; only the DELETE rule wants a claim.
+        let json = r#"{"issuer": "https://gatehouse.test", "algorithms": ["HS256"], "hmac_secret": {"env": "K"},
+            "rules": [{"path": "/orders/{id}", "methods": ["DELETE"], "require": "authenticated",
+                       "claims": {"/azp": {"equals": "backoffice"}}}]}"#;
+        let policy = compile(json.as_bytes(), |_| Some(SECRET.to_string())).unwrap();
+        let token = format!("Bearer {}", sign(&good_claims()));
+        let headers = h(&[
+            ("authorization", &token),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ]);
+        let run = |body: Body<'_>| {
+            decide_with_body(
+                &policy,
+                &mut Runtime::new(&policy),
+                b"POST",
+                b"/orders/7",
+                &headers,
+                body,
+                NOW,
+            )
+            .map(|d| d.outcome())
+        };
+        assert_eq!(run(Body::Coming), Err(ReadBody), "the body must be read");
+        assert_eq!(
+            run(Body::Read(b"_method=DELETE")),
+            Ok(Outcome::Denied(Reason::ClaimMismatch))
+        );
+        assert_eq!(run(Body::Read(b"a=1")), Ok(Outcome::Allowed));
     }
 
     #[test]

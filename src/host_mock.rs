@@ -17,6 +17,7 @@ pub struct SentCall {
     pub worker: usize,
     pub cluster: String,
     pub path: String,
+    pub authority: String,
 }
 
 /// A reply the filter sent.
@@ -186,6 +187,7 @@ impl Host for MockHost {
             worker: self.worker,
             cluster: call.cluster.to_string(),
             path: call.path.to_string(),
+            authority: call.authority.to_string(),
         });
         Ok(token)
     }

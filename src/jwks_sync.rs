@@ -37,6 +37,9 @@ pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Attempts at publishing a document while other workers publish too.
 const PUBLISH_TRIES: usize = 4;
 
+/// Calls of one sync remembered as in flight.
+const MAX_IN_FLIGHT: usize = 16;
+
 /// Distinct left-out-key lines remembered, so each is logged once.
 const MAX_LOGGED: usize = 256;
 
@@ -49,8 +52,17 @@ pub struct SharedKeys {
 }
 
 impl SharedKeys {
-    pub fn new(remote: &RemoteJwks) -> Self {
-        let base = format!("gatehouse.jwks.{}.{}", remote.cluster, remote.path);
+    /// Named by the provider (`None`: the one provider of a configuration without
+    /// `providers`, under the names of earlier releases), the cluster, the authority
+    /// and the path: two providers behind one cluster never share keys.
+    pub fn new(provider: Option<&str>, remote: &RemoteJwks) -> Self {
+        let base = match provider {
+            None => format!("gatehouse.jwks.{}.{}", remote.cluster, remote.path),
+            Some(name) => format!(
+                "gatehouse.jwks.provider.{name}.{}.{}.{}",
+                remote.cluster, remote.authority, remote.path
+            ),
+        };
         SharedKeys {
             head: format!("{base}.head"),
             // Not the bare base: that held the unversioned record of earlier releases,
@@ -188,10 +200,10 @@ pub struct JwksSync {
 }
 
 impl JwksSync {
-    pub fn new(provider: usize, remote: &RemoteJwks) -> Self {
+    pub fn new(provider: usize, name: Option<&str>, remote: &RemoteJwks) -> Self {
         JwksSync {
             provider,
-            keys: SharedKeys::new(remote),
+            keys: SharedKeys::new(name, remote),
             seen: 0,
             scheduled: None,
             in_flight: Vec::new(),
@@ -233,6 +245,11 @@ impl JwksSync {
         };
         let what = what(step);
         let token = callout::start(host, what, &call)?;
+        // A held request whose stream is reset never sees its answer: the oldest
+        // entries go, so the list stays small (an answer for one is then ignored).
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.in_flight.remove(0);
+        }
         self.in_flight.push((token, step));
         Some(token)
     }

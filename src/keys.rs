@@ -243,7 +243,13 @@ fn describe(jwk: &Value) -> String {
     match (text("alg"), text("kty"), text("crv")) {
         (Some(alg), _, _) => alg.chars().take(16).filter(|c| !c.is_control()).collect(),
         (None, Some("RSA"), _) => "an RSA key without alg (no RSA algorithm is accepted)".into(),
-        (None, _, Some(crv)) => format!("a {} key", crv.chars().take(16).collect::<String>()),
+        (None, _, Some(crv)) => format!(
+            "a {} key",
+            crv.chars()
+                .take(16)
+                .filter(|c| !c.is_control())
+                .collect::<String>()
+        ),
         _ => "the key".into(),
     }
 }

@@ -49,10 +49,20 @@ fn feed_of(policy: &Policy, provider: usize) -> Option<(&RevocationFeed, i64)> {
 }
 
 impl Poller {
-    pub fn new(provider: usize, feed: &RevocationFeed) -> Self {
+    /// `name`: the provider's (`None`: the one provider of a configuration without
+    /// `providers`, under the names of earlier releases); two providers behind one
+    /// cluster never share a set.
+    pub fn new(provider: usize, name: Option<&str>, feed: &RevocationFeed) -> Self {
+        let base = match name {
+            None => format!("gatehouse.revocations.{}.{}", feed.cluster, feed.path),
+            Some(name) => format!(
+                "gatehouse.revocations.provider.{name}.{}.{}.{}",
+                feed.cluster, feed.authority, feed.path
+            ),
+        };
         Poller {
             provider,
-            keys: SyncKeys::new(&format!("gatehouse.revocations.{}.{}", feed.cluster, feed.path)),
+            keys: SyncKeys::new(&base),
             in_flight: None,
             rebuilding: None,
         }

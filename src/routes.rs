@@ -160,11 +160,9 @@ impl Routes {
     /// requirement none of them lands on: then a `_method` field in a form body would
     /// matter, and the body must be read. Only the methods rules name can differ.
     pub fn override_matters(&self, path: &str, methods: &[String]) -> bool {
-        let current: Vec<&Requirement> = self
-            .lookup(path, methods)
-            .into_iter()
-            .map(|m| m.require)
-            .collect();
+        // By rule, not by requirement: rules that require the same may still differ
+        // in the providers or the claims they take.
+        let current: Vec<Option<usize>> = self.lookup(path, methods).iter().map(|m| m.rule).collect();
         let mut with_one_more = methods.to_vec();
         self.rules
             .iter()
@@ -176,7 +174,7 @@ impl Routes {
                 with_one_more.push(m.clone());
                 self.lookup(path, &with_one_more)
                     .iter()
-                    .any(|m| !current.contains(&m.require))
+                    .any(|m| !current.contains(&m.rule))
             })
     }
 

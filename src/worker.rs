@@ -78,13 +78,21 @@ impl Worker {
             .providers
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.jwks_remote.as_ref().map(|r| JwksSync::new(i, r)))
+            .filter_map(|(i, p)| {
+                p.jwks_remote
+                    .as_ref()
+                    .map(|r| JwksSync::new(i, shared_name(&policy, i), r))
+            })
             .collect();
         let pollers = policy
             .providers
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.revocation.as_ref().map(|f| Poller::new(i, f)))
+            .filter_map(|(i, p)| {
+                p.revocation
+                    .as_ref()
+                    .map(|f| Poller::new(i, shared_name(&policy, i), f))
+            })
             .collect();
         Ok(Worker {
             jwks,
@@ -155,6 +163,13 @@ impl Worker {
             }
         }
     }
+}
+
+/// The name under which provider `i` keeps its shared data: none for the one
+/// provider of a configuration without `providers` (the names of earlier releases).
+fn shared_name(policy: &Policy, i: usize) -> Option<&str> {
+    let p = policy.providers.get(i)?;
+    (!(policy.providers.len() == 1 && p.name == crate::config::DEFAULT_PROVIDER)).then_some(p.name.as_str())
 }
 
 #[cfg(test)]

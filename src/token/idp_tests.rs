@@ -301,7 +301,7 @@ fn nested_and_typed_claims_are_forwarded_and_the_provider_named() {
     config["forward"] = json!({"claims": {
         "$subject": "sub", "$roles": "roles", "/realm_access/roles": "realm-roles",
         "/resource_access": "resources", "/email_verified": "email-verified", "/aud": "aud",
-        "/allowed-origins/0": "origin"
+        "/allowed-origins/0": "origin", "iat": "issued-at"
     }, "payload": "payload"});
     let policy = compile_value(&config);
     let headers = vec![(
@@ -335,6 +335,7 @@ fn nested_and_typed_claims_are_forwarded_and_the_provider_named() {
     assert_eq!(got("x-auth-email-verified").as_deref(), Some("true"));
     assert_eq!(got("x-auth-aud").as_deref(), Some("orders-api,account"));
     assert_eq!(got("x-auth-origin").as_deref(), Some("https://app.example.test"));
+    assert_eq!(got("x-auth-issued-at"), Some((now() - 10).to_string()));
     let payload = Base64UrlUnpadded::decode_vec(&got("x-auth-payload").unwrap()).unwrap();
     let payload: Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(payload, fixture()["providers"]["keycloak"]["claims"]["access"]);
@@ -430,6 +431,10 @@ fn provider_configuration_errors_name_their_field() {
         (
             with(&|c| c["providers"]["kc"]["rsa_keys_without_alg"] = json!("ES256")),
             "providers.kc.rsa_keys_without_alg",
+        ),
+        (
+            rule(json!({"prefix": "/a", "require": "authenticated", "claims": {"/iat": {"equals": 1}}})),
+            "rules[0].claims./iat",
         ),
         (with(&|c| c["cookie"] = json!({"name": "a b"})), "cookie.name"),
         (

@@ -520,3 +520,46 @@ fn a_bad_configuration_says_which_field() {
     assert!(err.contains("rulez"), "{err}");
     assert!(!err.contains(SECRET));
 }
+
+#[test]
+fn providers_behind_one_cluster_keep_their_own_shared_keys_and_sets() {
+    use crate::jwks_sync::SharedKeys;
+    let config = r#"{"providers": {
+        "a": {"issuer": "https://a.eu.auth0.com/", "jwks": {"discovery": {"cluster": "egress"}},
+              "revocation": {"cluster": "egress"}},
+        "b": {"issuer": "https://b.eu.auth0.com/", "jwks": {"discovery": {"cluster": "egress"}},
+              "revocation": {"cluster": "egress", "authority": "b.eu.auth0.com"}}}}"#;
+    let policy = crate::config::compile(config.as_bytes(), |_| None).unwrap();
+    let (a, b) = (&policy.providers[0], &policy.providers[1]);
+    let (ra, rb) = (a.jwks_remote.as_ref().unwrap(), b.jwks_remote.as_ref().unwrap());
+    assert_eq!(
+        (ra.cluster.as_str(), ra.path.as_str()),
+        (rb.cluster.as_str(), rb.path.as_str())
+    );
+    let (ka, kb) = (SharedKeys::new(Some("a"), ra), SharedKeys::new(Some("b"), rb));
+    for (x, y) in [
+        (&ka.head, &kb.head),
+        (&ka.document, &kb.document),
+        (&ka.lease, &kb.lease),
+        (&ka.refetch, &kb.refetch),
+    ] {
+        assert_ne!(x, y);
+    }
+    // The one provider of a configuration without `providers` keeps the old names.
+    let legacy = crate::config::compile(jwks_config().as_bytes(), |_| None).unwrap();
+    let remote = legacy.providers[0].jwks_remote.as_ref().unwrap();
+    assert_eq!(
+        SharedKeys::new(None, remote).head,
+        "gatehouse.jwks.token./.well-known/jwks.json.head"
+    );
+    // Two workers of such a VM: each provider fetches its own document.
+    let mut envoy = Envoy::start(config, &[0]);
+    envoy.tick(0);
+    let calls = envoy.calls();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    let authorities: std::collections::BTreeSet<&str> = calls.iter().map(|c| c.authority.as_str()).collect();
+    assert!(
+        authorities.contains("a.eu.auth0.com") && authorities.contains("b.eu.auth0.com"),
+        "{calls:?}"
+    );
+}
