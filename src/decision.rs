@@ -8,7 +8,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 
 use crate::cache::TokenCache;
 use crate::form_override::{body_methods, form_kind};
-use crate::forward::{encode, encode_list};
+use crate::forward::{encode, encode_list, encode_text};
 use crate::keys::KeySet;
 use crate::path::{canonical_method, canonical_path};
 use crate::policy::{ForwardSource, Policy};
@@ -433,7 +433,7 @@ fn identity_headers<'a>(policy: &'a Policy, verified: &VerifiedToken) -> Vec<(&'
     let mut set = Vec::with_capacity(forward.claims.len() + 2);
     for (source, header) in &forward.claims {
         let value = match source {
-            ForwardSource::Subject => encode(&serde_json::Value::String(verified.subject.clone())),
+            ForwardSource::Subject => encode_text(&verified.subject),
             ForwardSource::Roles => encode_list(&verified.roles),
             // The times are read out of the claims by the validator; they come back here.
             ForwardSource::Claim(pointer) => match pointer.top_level() {

@@ -23,8 +23,7 @@ use serde_json::Value;
 /// The header value for `value`, `None` when nothing is to be sent.
 pub fn encode(value: &Value) -> Option<String> {
     match value {
-        Value::String(s) if s.is_empty() => None,
-        Value::String(s) if is_plain(s, true) => Some(s.clone()),
+        Value::String(s) => encode_text(s),
         Value::Array(items) if items.is_empty() => None,
         Value::Array(items)
             if items
@@ -40,6 +39,17 @@ pub fn encode(value: &Value) -> Option<String> {
             )
         }
         other => Some(ascii_json(other)),
+    }
+}
+
+/// A string, as [`encode`] would send it (without making a JSON value of it first).
+pub fn encode_text(s: &str) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else if is_plain(s, true) {
+        Some(s.to_string())
+    } else {
+        Some(ascii_json(&Value::String(s.to_string())))
     }
 }
 
