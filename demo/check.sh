@@ -48,7 +48,8 @@ echo "demo-check: building the demo's binaries (release)"
 cargo build --quiet --release -p gatehouse-token -p demo-api
 
 echo "demo-check: a port in use is a clear error naming it"
-python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",8080)); s.listen(); time.sleep(60)' &
+# SO_REUSEADDR, as the servers have it: a demo that just stopped leaves 8080 in TIME-WAIT.
+python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1",8080)); s.listen(); time.sleep(60)' &
 holder=$!
 for _ in $(seq 1 100); do
   (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
@@ -93,7 +94,7 @@ demo_run() {
   stop_demo
   trap - EXIT
   grep -q "demo: stopped" "$log" || { cat "$log" >&2; echo "demo-check: no clean stop" >&2; exit 1; }
-  for port in 10000 9901 8080 8000; do
+  for port in 10000 9901 8080 8081 8000; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "demo-check: port $port is still open after the demo stopped" >&2
       exit 1

@@ -2,7 +2,8 @@
 # Prints envoy.yaml as the demo runs it. The file users deploy is the file that runs;
 # two switches change only what they name, and fail loudly if envoy.yaml no longer
 # has the lines they change:
-#   --local        the cluster and listener addresses become 127.0.0.1 (`make demo`);
+#   --local        the cluster (token, partner, api) and listener addresses become
+#                  127.0.0.1 (`make demo`);
 #   --keys eddsa   the filter trusts the token service's public keys, fetched from
 #                  /.well-known/jwks.json through the `token` cluster, instead of the
 #                  shared SECRET_KEY, which then never reaches the Wasm VM.
@@ -44,6 +45,7 @@ esac
 if [ "$local_addresses" = 1 ]; then
   config=$(sed -e 's/address: token,/address: 127.0.0.1,/' \
     -e 's/address: api,/address: 127.0.0.1,/' \
+    -e 's/address: partner,/address: 127.0.0.1,/' \
     -e 's/address: 0\.0\.0\.0,/address: 127.0.0.1,/' <<<"$config")
 fi
 printf '%s\n' "$config"

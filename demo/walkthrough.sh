@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The demo walk-through: each step is a curl through Envoy, printed with its real
 # answer and checked. Exits non-zero at the first answer that is not as expected.
-# usage: walkthrough.sh [BASE_URL] [ADMIN_URL]   (defaults: the `make demo` ports)
+# usage: walkthrough.sh [BASE_URL] [ADMIN_URL] [PARTNER_URL]   (defaults: the `make demo`
+# ports; PARTNER_URL is the second issuer's token endpoint base, outside Envoy)
 set -euo pipefail
 base=${1:-http://127.0.0.1:10000}
 admin=${2:-http://127.0.0.1:9901}
+partner=${3:-http://127.0.0.1:8081}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -170,7 +172,25 @@ TOKEN_NAME=BOB call -H "Authorization: Bearer $BOB" "$base/users/me" >/dev/null
 expect_status 401
 
 echo
-echo "== 11. Every decision is counted in Envoy's stats"
+echo "== 11. A second issuer: dave logs in at the partner, whose keys Envoy found by OIDC discovery"
+call -d grant_type=password -d username=dave -d password=dave-demo-pass "$partner/token"
+expect_status 200
+DAVE=$(json_field access_token)
+echo "(the access token's header: $(python3 -c 'import base64,sys; h=sys.argv[1].split(".")[0]; print(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)).decode())' "$DAVE"))"
+echo
+echo "His token passes where every provider is accepted; the API is told which one it was"
+TOKEN_NAME=DAVE call -H "Authorization: Bearer $DAVE" "$base/users/me"
+expect_status 200
+expect_field username dave
+expect_field request.headers.x-auth-provider '["partner"]'
+echo
+echo "He is an admin at the partner, but DELETE /users/{id} takes only gatehouse's tokens: 401, not 403"
+TOKEN_NAME=DAVE call -X DELETE -H "Authorization: Bearer $DAVE" "$base/users/42"
+expect_status 401
+expect_header 'www-authenticate: Bearer realm="gatehouse", error="invalid_token", error_description="the token issuer is not accepted on this route"'
+
+echo
+echo "== 12. Every decision is counted in Envoy's stats"
 echo
 echo "\$ curl -s '$admin/stats?filter=wasmcustom.gatehouse' | grep -v ': 0\$'"
 # The filter flushes its counts to Envoy once a second.
@@ -186,6 +206,8 @@ grep -q '^wasmcustom.gatehouse.allowed.token: [1-9]' "$tmp/stats" || fail "allow
 grep -q '^wasmcustom.gatehouse.denied.forbidden: [1-9]' "$tmp/stats" || fail "denied.forbidden did not move"
 grep -q '^wasmcustom.gatehouse.denied.missing_token: [1-9]' "$tmp/stats" || fail "denied.missing_token did not move"
 grep -q '^wasmcustom.gatehouse.denied.revoked: [1-9]' "$tmp/stats" || fail "denied.revoked did not move"
+grep -q '^wasmcustom.gatehouse.denied.provider_not_accepted: [1-9]' "$tmp/stats" || fail "denied.provider_not_accepted did not move"
+grep -q '^wasmcustom.gatehouse.provider.partner.allowed: [1-9]' "$tmp/stats" || fail "provider.partner.allowed did not move"
 
 echo
 echo "walk-through: every step answered as expected"

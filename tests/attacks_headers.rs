@@ -19,8 +19,10 @@ const HEALTHZ: &str = "api 200 GET /healthz";
 const BOB_ME: &str = "api 200 GET /users/me sub=bob roles=user";
 
 /// Every identity header the API saw is one the filter set, once: `x-auth-sub` and
-/// `x-auth-roles` (whose values the row's answer pins), nothing else under the
-/// prefix, in any case or with `_` for `-`.
+/// `x-auth-roles` (whose values the row's answer pins) and `x-auth-provider`, which
+/// must name `gatehouse` (every token here is the demo token service's, whatever
+/// provider a client claims); nothing else under the prefix, in any case or with `_`
+/// for `-`.
 fn only_the_filters_identity(_: &Row, o: &Observed) -> Result<(), String> {
     let identity: Vec<(String, String)> = o
         .api_headers()
@@ -31,7 +33,14 @@ fn only_the_filters_identity(_: &Row, o: &Observed) -> Result<(), String> {
     names.sort_unstable();
     let before = names.len();
     names.dedup();
-    if names.len() != before || names.iter().any(|n| *n != "x-auth-sub" && *n != "x-auth-roles") {
+    if names.len() != before
+        || names
+            .iter()
+            .any(|n| !matches!(*n, "x-auth-sub" | "x-auth-roles" | "x-auth-provider"))
+        || identity
+            .iter()
+            .any(|(k, v)| k == "x-auth-provider" && v != "gatehouse")
+    {
         return Err(format!("the API received identity headers {identity:?}"));
     }
     // Nor a header that tells some frameworks to serve another path.
@@ -159,6 +168,11 @@ fn spoof_rows(bob: &str, nobody: &str) -> Vec<Row> {
         row(
             "protected: X-Auth-Sub alice and X-Auth-Roles admin",
             me(&[("X-Auth-Sub", "alice"), ("X-Auth-Roles", "admin")]),
+            BOB_ME,
+        ),
+        row(
+            "protected: X-Auth-Provider partner (the provider is the filter's word)",
+            me(&[("X-Auth-Provider", "partner")]),
             BOB_ME,
         ),
         row(

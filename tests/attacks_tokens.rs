@@ -9,7 +9,8 @@ mod attack_support;
 
 use attack_support::{assert_no_failures, bearer, print_table, row, run, Row, Send};
 use gatehouse_testkit::{
-    b64url, demo_claims, hs256_signature, mint_raw, now, DemoTopology, Observed, SECRET,
+    b64url, demo_claims, hs256_signature, mint_raw, now, DemoTopology, Observed, DEMO_ISSUER,
+    DEMO_PARTNER_ISSUER, DEMO_PARTNER_USERS, SECRET,
 };
 use serde_json::{json, Value};
 
@@ -103,7 +104,7 @@ fn token_of_len(len: usize) -> String {
     panic!("no token of {len} bytes");
 }
 
-fn token_rows(logged_in_alice: &str, logged_in_bob: &str) -> Vec<Row> {
+fn token_rows(logged_in_alice: &str, logged_in_bob: &str, partner_dave: &str) -> Vec<Row> {
     let t = now();
     let good = sign_claims(&mallory());
     let (good_head, rest) = good.split_once('.').unwrap();
@@ -710,7 +711,49 @@ fn token_rows(logged_in_alice: &str, logged_in_bob: &str) -> Vec<Row> {
             "filter 403 forbidden",
         ),
     ]);
+    // The second issuer: its admin is not ours, and its name on our key proves nothing.
+    let partner_claims = |sub: &str| {
+        with(
+            demo_claims(sub, &["admin", "user"]),
+            json!({"iss": DEMO_PARTNER_ISSUER}),
+        )
+    };
+    rows.extend([
+        row(
+            "control: dave logged in at the partner, GET /users/me",
+            me(partner_dave),
+            "api 200 GET /users/me sub=dave roles=admin,user",
+        ),
+        row(
+            "the partner's admin dave on DELETE /users/42 (gatehouse tokens only)",
+            delete_42(partner_dave),
+            "filter 401 provider_not_accepted",
+        ),
+        row(
+            "the partner's issuer on a token signed with the demo's HS256 secret",
+            me(&sign_claims(&partner_claims("mallory"))),
+            "filter 401 algorithm",
+        ),
+        row(
+            "the partner's token with its iss changed to gatehouse (gatehouse takes HS256 only)",
+            me(&reissued(partner_dave, DEMO_ISSUER)),
+            "filter 401 algorithm",
+        ),
+    ]);
     rows
+}
+
+/// `token` with its payload's `iss` replaced, its header and signature kept.
+fn reissued(token: &str, iss: &str) -> String {
+    let mut parts = token.split('.');
+    let (head, body, sig) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let mut claims: Value = serde_json::from_slice(&gatehouse_testkit::b64url_decode(body)).unwrap();
+    claims["iss"] = json!(iss);
+    format!("{head}.{}.{sig}", b64url(claims.to_string().as_bytes()))
 }
 
 /// `c` with `name` set to JSON `null`.
@@ -753,7 +796,9 @@ fn forged_and_malformed_tokens_are_refused_through_envoy() {
     let demo = DemoTopology::start();
     let alice = demo.access_token("alice");
     let bob = demo.access_token("bob");
-    let rows = token_rows(&alice, &bob);
+    let (dave, dave_password, _) = DEMO_PARTNER_USERS[0];
+    let dave = demo.partner.access_token(dave, dave_password);
+    let rows = token_rows(&alice, &bob, &dave);
     let (outcomes, failures) = run(&demo, &rows, no_forged_admin_delete);
     print_table(
         "forged_and_malformed_tokens_are_refused_through_envoy",
@@ -763,7 +808,7 @@ fn forged_and_malformed_tokens_are_refused_through_envoy() {
     );
     assert_no_failures("forged_and_malformed_tokens_are_refused_through_envoy", &failures);
     let log = demo.envoy.log();
-    for secret in [SECRET, &alice, &bob] {
+    for secret in [SECRET, &alice, &bob, &dave] {
         assert!(!log.contains(secret), "Envoy's log holds a token or the secret");
     }
 }

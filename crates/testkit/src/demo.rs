@@ -2,7 +2,8 @@
 //! `envoy.yaml` (the hardened edge configuration users deploy, with only its addresses
 //! and ports rewritten to loopback ports the kernel picks), in front of the real token
 //! service (`gatehouse-token serve`, its own SQLite file, users made with its CLI) and
-//! the demo API (`examples/demo-api`, which echoes what it receives).
+//! the demo API (`examples/demo-api`, which echoes what it receives), and the second
+//! issuer `partner` (another token service, Ed25519, found by OIDC discovery).
 //!
 //! [`Edge::FILTER_ALONE`] runs the same file with Envoy's own path and header
 //! normalisation switched off and without the early header mutation, so a test can
@@ -39,6 +40,11 @@ pub const DEMO_USERS: [(&str, &str, &[&str], bool); 3] = [
     ("bob", "bob-demo-pass", &["user"], false),
     ("carol", "carol-demo-pass", &["user"], true),
 ];
+
+/// The demo's second issuer (`partner` in `envoy.yaml`), and its users as
+/// `demo/seed-users.sh ... partner` makes them: (name, password, roles).
+pub const DEMO_PARTNER_ISSUER: &str = "https://partner.example";
+pub const DEMO_PARTNER_USERS: [(&str, &str, &[&str]); 1] = [("dave", "dave-demo-pass", &["admin", "user"])];
 
 /// Claims as the demo token service issues them (issuer `gatehouse`, audience `api`),
 /// valid for ten minutes.
@@ -82,11 +88,17 @@ impl Edge {
     }
 }
 
-/// `source` (the top-level `envoy.yaml`) with only the listener, admin, `token` and
-/// `api` addresses rewritten to loopback (listener and admin on port 0) and, for an
+/// `source` (the top-level `envoy.yaml`) with only the listener, admin, `token`,
+/// `partner` and `api` addresses rewritten to loopback (listener and admin on port 0) and, for an
 /// [`Edge`] other than [`Edge::HARDENED`], the named settings changed. Panics if the
 /// file no longer has exactly one of each line it changes, like `demo/envoy-config.sh`.
-pub fn demo_envoy_yaml(source: &str, edge: Edge, token_port: u16, api_port: u16) -> String {
+pub fn demo_envoy_yaml(
+    source: &str,
+    edge: Edge,
+    token_port: u16,
+    partner_port: u16,
+    api_port: u16,
+) -> String {
     let mut yaml = source.to_string();
     let mut swap = |from: &str, to: &str| {
         let count = yaml.matches(from).count();
@@ -107,6 +119,10 @@ pub fn demo_envoy_yaml(source: &str, edge: Edge, token_port: u16, api_port: u16)
     swap(
         "{address: token, port_value: 8080}",
         &format!("{{address: 127.0.0.1, port_value: {token_port}}}"),
+    );
+    swap(
+        "{address: partner, port_value: 8081}",
+        &format!("{{address: 127.0.0.1, port_value: {partner_port}}}"),
     );
     swap(
         "{address: api, port_value: 8000}",
@@ -230,6 +246,8 @@ pub struct DemoTopology {
     pub api_addr: SocketAddr,
     /// The Envoy configuration that runs.
     pub yaml: String,
+    /// The second issuer, `partner`; tests log in to it directly.
+    pub partner: TokenIssuer,
     token: Process,
     api: Process,
     _dir: tempfile::TempDir,
@@ -272,9 +290,16 @@ impl DemoTopology {
         let token_addr = wait_for_token_service(&mut token);
 
         let (api, api_addr) = start_api(api_bin, dir.path());
+        let partner = TokenIssuer::start(DEMO_PARTNER_ISSUER, "EdDSA", &DEMO_PARTNER_USERS);
 
         let source = std::fs::read_to_string(workspace().join("envoy.yaml")).unwrap();
-        let yaml = demo_envoy_yaml(&source, edge, token_addr.port(), api_addr.port());
+        let yaml = demo_envoy_yaml(
+            &source,
+            edge,
+            token_addr.port(),
+            partner.addr.port(),
+            api_addr.port(),
+        );
         // envoy.yaml names the .wasm relative to the workspace, as `make demo` runs it.
         assert!(wasm.starts_with(workspace()), "{}", wasm.display());
         let envoy = Envoy::launch_in(&yaml, Some(SECRET), None, Some(&workspace()))
@@ -285,6 +310,7 @@ impl DemoTopology {
             token_addr,
             api_addr,
             yaml,
+            partner,
             token,
             api,
             _dir: dir,
@@ -300,6 +326,13 @@ impl DemoTopology {
             demo.envoy
                 .counters()
                 .get("gatehouse.revocation.poll_ok")
+                .is_some_and(|n| *n >= 1)
+        });
+        // The partner's keys, by discovery through the rewritten `partner` cluster.
+        demo.wait_until("the partner's keys", || {
+            demo.envoy
+                .counters()
+                .get("gatehouse.provider.partner.jwks.fetch_ok")
                 .is_some_and(|n| *n >= 1)
         });
         demo
@@ -691,7 +724,7 @@ fn echo_headers(echo: &Value) -> Vec<(String, String)> {
 
 /// The filter's counter name for its fixed `error_description` (`src/decision.rs`).
 fn filter_reason(error: &str, description: &str) -> String {
-    const REASONS: [(&str, &str); 24] = [
+    const REASONS: [(&str, &str); 27] = [
         ("a Bearer token is required", "missing_token"),
         ("more than one Authorization header", "authorization_repeated"),
         (
@@ -717,7 +750,22 @@ fn filter_reason(error: &str, description: &str) -> String {
         ("the token issuer is not accepted", "issuer"),
         ("the token audience is not accepted", "audience"),
         ("the token claims are invalid", "claims"),
-        ("a token claim cannot be forwarded safely", "unforwardable"),
+        (
+            "the token issuer is not accepted on this route",
+            "provider_not_accepted",
+        ),
+        (
+            "the token does not have a claim this route requires",
+            "claim_mismatch",
+        ),
+        (
+            "a cookie token on a state-changing request needs an allowed Origin",
+            "cross_site",
+        ),
+        (
+            "more than one credential: send the token once",
+            "credentials_conflict",
+        ),
         ("the token lacks a required role", "forbidden"),
         ("this route is closed", "closed"),
         ("the token has been revoked", "revoked"),
@@ -842,21 +890,22 @@ mod tests {
     #[test]
     fn only_addresses_change_on_the_hardened_edge() {
         let src = source();
-        let out = demo_envoy_yaml(&src, Edge::HARDENED, 1111, 2222);
+        let out = demo_envoy_yaml(&src, Edge::HARDENED, 1111, 3333, 2222);
         let changed: Vec<(&str, &str)> = src.lines().zip(out.lines()).filter(|(a, b)| a != b).collect();
         assert_eq!(src.lines().count(), out.lines().count());
-        assert_eq!(changed.len(), 4, "{changed:#?}");
+        assert_eq!(changed.len(), 5, "{changed:#?}");
         for (_, new) in &changed {
             assert!(new.contains("address: 127.0.0.1"), "{new}");
         }
         assert!(out.contains("{address: 127.0.0.1, port_value: 1111}"));
         assert!(out.contains("{address: 127.0.0.1, port_value: 2222}"));
+        assert!(out.contains("{address: 127.0.0.1, port_value: 3333}"));
     }
 
     #[test]
     fn the_filter_alone_edge_switches_off_exactly_envoys_defences() {
         let src = source();
-        let out = demo_envoy_yaml(&src, Edge::FILTER_ALONE, 1111, 2222);
+        let out = demo_envoy_yaml(&src, Edge::FILTER_ALONE, 1111, 3333, 2222);
         for gone in [
             "normalize_path: true",
             "merge_slashes: true",

@@ -6,7 +6,10 @@
 
 pub mod demo;
 
-pub use demo::{demo_claims, Answer, DemoTopology, Edge, Observed, TokenIssuer, DEMO_AUDIENCE, DEMO_ISSUER};
+pub use demo::{
+    demo_claims, Answer, DemoTopology, Edge, Observed, TokenIssuer, DEMO_AUDIENCE, DEMO_ISSUER,
+    DEMO_PARTNER_ISSUER, DEMO_PARTNER_USERS,
+};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -121,6 +124,12 @@ pub fn hs256_signature(signing_input: &str, key: &[u8]) -> String {
 pub fn b64url(bytes: &[u8]) -> String {
     use base64ct::{Base64UrlUnpadded, Encoding};
     Base64UrlUnpadded::encode_string(bytes)
+}
+
+/// Decodes unpadded base64url; panics on anything else (test input).
+pub fn b64url_decode(text: &str) -> Vec<u8> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::decode_vec(text).unwrap()
 }
 
 /// Claims for `sub` with `roles`, valid for ten minutes.
