@@ -5,8 +5,9 @@ FROM rust:1.95-bookworm AS build
 RUN rustup target add wasm32-wasip1
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p gatehouse-token -p demo-api \
- && cargo build --release --locked --target wasm32-wasip1 -p gatehouse
+RUN cargo build --release --locked -p gatehouse-token -p demo-api -p wasm-trim \
+ && cargo build --release --locked --target wasm32-wasip1 -p gatehouse \
+ && target/release/wasm-trim filter-exports.txt target/wasm32-wasip1/release/gatehouse.wasm target/gatehouse.wasm
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -35,6 +36,6 @@ ENTRYPOINT ["demo-api"]
 FROM envoyproxy/envoy:v1.40.0 AS envoy
 # envoy.yaml names the filter by this relative path, as `make demo` does from the
 # repository root.
-COPY --from=build /src/target/wasm32-wasip1/release/gatehouse.wasm /gatehouse/target/wasm32-wasip1/release/gatehouse.wasm
+COPY --from=build /src/target/gatehouse.wasm /gatehouse/target/gatehouse.wasm
 COPY demo/envoy-config.sh /usr/local/bin/
 WORKDIR /gatehouse

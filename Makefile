@@ -6,7 +6,7 @@ LOCAL_ENVOY := $(TOOLS)/envoy/envoy/_bin/envoy
 # ENVOY_BIN from the environment wins, then `envoy` on PATH, then the wheel in .tools/.
 ENVOY_BIN ?= $(or $(shell command -v envoy 2>/dev/null),$(LOCAL_ENVOY))
 export ENVOY_BIN
-WASM := target/wasm32-wasip1/release/gatehouse.wasm
+WASM := target/gatehouse.wasm
 
 .PHONY: test lint unit e2e demo-check bench bench-smoke wasm wasm-target envoy demo clean-tools \
 	fuzz fuzz-smoke fuzz-tools test-postgres-start test-postgres-stop test-suites deploy-check
@@ -83,8 +83,11 @@ unit:
 e2e: wasm envoy
 	cargo test --workspace --test '*'
 
+## The filter: cargo's module with only the exports filter-exports.txt lists (the
+## host then skips every other callback on every request).
 wasm: wasm-target
 	cargo build --release --target wasm32-wasip1 -p gatehouse
+	cargo run --quiet -p wasm-trim -- filter-exports.txt target/wasm32-wasip1/release/gatehouse.wasm $(WASM)
 	@ls -l $(WASM)
 
 wasm-target:

@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 K8S_VERSIONS=${K8S_VERSIONS:-"1.30 1.37"}
 venv=target/deploy-venv
-wasm=target/wasm32-wasip1/release/gatehouse.wasm
+wasm=target/gatehouse.wasm
 # The path sidecar.yaml gives the filter; swapped for the built file to validate.
 sidecar_wasm_path=/etc/envoy/gatehouse.wasm
 
@@ -98,7 +98,7 @@ say "deploy/istio/wasmplugin.yaml + deploy/envoy/sidecar.yaml: pluginConfig / fi
 envoy=${ENVOY_BIN:-$(command -v envoy 2>/dev/null || echo .tools/envoy/envoy/_bin/envoy)}
 [ -x "$envoy" ] || fail "no Envoy at '$envoy': run \`make envoy\` or set ENVOY_BIN"
 envoy_version=$("$envoy" --version | grep -o '/[0-9][0-9.]*/' | tr -d / || true)
-if ! out=$(cargo build --quiet --release --target wasm32-wasip1 -p gatehouse 2>&1); then
+if ! out=$(make --no-print-directory wasm 2>&1); then
   printf '%s\n' "$out" >&2
   fail "building $wasm (needs the wasm32-wasip1 target: \`make wasm-target\`)"
 fi

@@ -7,6 +7,7 @@
 //! under `docs/`; nor does `--only`. The PostgreSQL part needs a server:
 //! `GATEHOUSE_TEST_DATABASE_URL` (`make bench` runs under `scripts/with-test-postgres.sh`).
 
+mod cpu;
 mod keys;
 mod replicas;
 mod report;
@@ -26,7 +27,7 @@ use serde_json::json;
 
 use keys::Tokens;
 use report::SetupFigures;
-use setups::{Setup, AUDIENCE, ISSUER, PATH};
+use setups::{Modules, Setup, AUDIENCE, ISSUER, PATH};
 
 #[derive(Parser)]
 #[command(about = "Benchmarks Gatehouse against no filter and Envoy's native jwt_authn + rbac")]
@@ -178,12 +179,18 @@ fn main() -> anyhow::Result<()> {
 
 /// Every Envoy set-up, round after round.
 fn measure_filters(args: &Args, root: &Path) -> anyhow::Result<Vec<SetupFigures>> {
-    let gatehouse_wasm = wasm_path().to_path_buf();
-    let floor_wasm = build(
+    let floor = build(
         root,
         &["--target", "wasm32-wasip1", "-p", "noop-filter"],
         "target/wasm32-wasip1/release/noop_filter.wasm",
     )?;
+    let floor_lean = root.join("target/noop_filter.lean.wasm");
+    wasm_trim::trim_file(&root.join("crates/noop-filter/exports.txt"), &floor, &floor_lean)?;
+    let modules = Modules {
+        gatehouse: wasm_path().to_path_buf(),
+        floor,
+        floor_lean,
+    };
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cpus >= 2 && Command::new("taskset").arg("-V").output().is_ok();
@@ -217,7 +224,7 @@ fn measure_filters(args: &Args, root: &Path) -> anyhow::Result<Vec<SetupFigures>
     );
     let mut envoys = Vec::new();
     for setup in Setup::ALL {
-        let yaml = setup.envoy_yaml(SECRET, &asym.jwks, &gatehouse_wasm, &floor_wasm);
+        let yaml = setup.envoy_yaml(SECRET, &asym.jwks, &modules);
         let envoy = Envoy::launch(&yaml, Some(SECRET), envoy_cpu)
             .map_err(|f| anyhow::anyhow!("{} did not start: {}", setup.label(), f.log))?;
         check(setup, &envoy, tokens_for(setup))?;
@@ -232,6 +239,7 @@ fn measure_filters(args: &Args, root: &Path) -> anyhow::Result<Vec<SetupFigures>
             rps: vec![],
             p50_ms: vec![],
             p99_ms: vec![],
+            cpu_us: vec![],
             rss_mib: 0.0,
         })
         .collect();
@@ -247,6 +255,7 @@ fn measure_filters(args: &Args, root: &Path) -> anyhow::Result<Vec<SetupFigures>
     }
     for round in 1..=args.rounds {
         for ((setup, envoy), f) in envoys.iter().zip(figures.iter_mut()) {
+            let cpu_before = cpu::seconds(envoy.pid())?;
             let r = wrk::run(
                 &url(envoy),
                 &tokens_for(*setup).valid,
@@ -255,13 +264,18 @@ fn measure_filters(args: &Args, root: &Path) -> anyhow::Result<Vec<SetupFigures>
                 wrk_cpu,
             )
             .with_context(|| format!("round {round}, {}", setup.label()))?;
+            // Envoy's own CPU (every thread) for the requests wrk counted; its idle
+            // work over the run (a tick, stats) is noise well below a microsecond.
+            let cpu_us = (cpu::seconds(envoy.pid())? - cpu_before) * 1e6 / r.requests.max(1) as f64;
             println!(
-                "bench: round {round} {:<34} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+                "bench: round {round} {:<34} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  CPU {:.1} us/request",
                 setup.label(),
                 r.requests_per_second,
                 r.p50_ms,
-                r.p99_ms
+                r.p99_ms,
+                cpu_us
             );
+            f.cpu_us.push(cpu_us);
             f.rps.push(r.requests_per_second);
             f.p50_ms.push(r.p50_ms);
             f.p99_ms.push(r.p99_ms);

@@ -1,7 +1,7 @@
 //! The Envoy set-ups compared: the same listener and `direct_response` route, with
 //! different HTTP filters in front of the router, so only the filters' cost differs.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use gatehouse_testkit::{bootstrap_yaml, wasm_filter_yaml};
 use serde_json::json;
@@ -11,12 +11,24 @@ pub const AUDIENCE: &str = "api";
 /// The path benchmarked; every set-up requires role `user` on it.
 pub const PATH: &str = "/api/items";
 
+/// The Wasm modules the set-ups load.
+pub struct Modules {
+    pub gatehouse: PathBuf,
+    /// The empty filter as the SDK builds it, and trimmed to its callbacks.
+    pub floor: PathBuf,
+    pub floor_lean: PathBuf,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Setup {
     /// No filter: the ceiling.
     NoFilter,
-    /// A proxy-wasm filter that reads one header and sets one: the floor of any Wasm filter.
+    /// A proxy-wasm filter that reads one header and sets one, as the SDK builds it
+    /// (every callback exported).
     WasmFloor,
+    /// The same module exporting only what it implements (`crates/wasm-trim`): the
+    /// floor of any proxy-wasm filter.
+    WasmFloorLean,
     /// Envoy's C++ jwt_authn (HS256, issuer, audience, payload in metadata, sub to a
     /// header) and rbac requiring role `user` from the payload.
     Native,
@@ -38,9 +50,10 @@ pub enum Setup {
 }
 
 impl Setup {
-    pub const ALL: [Setup; 12] = [
+    pub const ALL: [Setup; 13] = [
         Setup::NoFilter,
         Setup::WasmFloor,
+        Setup::WasmFloorLean,
         Setup::Native,
         Setup::NativeCache,
         Setup::GatehouseNoCache,
@@ -77,7 +90,8 @@ impl Setup {
     pub fn label(self) -> &'static str {
         match self {
             Setup::NoFilter => "no filter",
-            Setup::WasmFloor => "empty proxy-wasm filter",
+            Setup::WasmFloor => "empty proxy-wasm filter (SDK)",
+            Setup::WasmFloorLean => "empty proxy-wasm filter, trimmed",
             Setup::Native => "native jwt_authn + rbac",
             Setup::NativeCache => "native jwt_authn (cache) + rbac",
             Setup::Gatehouse => "Gatehouse HS256 (cache, default)",
@@ -93,20 +107,15 @@ impl Setup {
 
     /// Whether the set-up checks tokens (and so must answer 401 and 403).
     pub fn authenticates(self) -> bool {
-        !matches!(self, Setup::NoFilter | Setup::WasmFloor)
+        !matches!(self, Setup::NoFilter | Setup::WasmFloor | Setup::WasmFloorLean)
     }
 
     /// The HTTP filters of this set-up, as YAML list items.
-    fn filters(
-        self,
-        secret: &str,
-        jwks: &serde_json::Value,
-        gatehouse_wasm: &Path,
-        floor_wasm: &Path,
-    ) -> String {
+    fn filters(self, secret: &str, jwks: &serde_json::Value, modules: &Modules) -> String {
         match self {
             Setup::NoFilter => String::new(),
-            Setup::WasmFloor => wasm_filter_yaml("floor", floor_wasm, "{}"),
+            Setup::WasmFloor => wasm_filter_yaml("floor", &modules.floor, "{}"),
+            Setup::WasmFloorLean => wasm_filter_yaml("floor", &modules.floor_lean, "{}"),
             Setup::Gatehouse
             | Setup::GatehouseNoCache
             | Setup::GatehouseEdDsa
@@ -129,7 +138,7 @@ impl Setup {
                 } else {
                     config["jwks"] = json!({"inline": jwks});
                 }
-                wasm_filter_yaml("gatehouse", gatehouse_wasm, &config.to_string())
+                wasm_filter_yaml("gatehouse", &modules.gatehouse, &config.to_string())
             }
             Setup::Native | Setup::NativeCache | Setup::NativeEdDsa | Setup::NativeEs256 => {
                 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -181,14 +190,8 @@ impl Setup {
     }
 
     /// The whole Envoy configuration (listener and admin on kernel-chosen ports).
-    pub fn envoy_yaml(
-        self,
-        secret: &str,
-        jwks: &serde_json::Value,
-        gatehouse_wasm: &Path,
-        floor_wasm: &Path,
-    ) -> String {
+    pub fn envoy_yaml(self, secret: &str, jwks: &serde_json::Value, modules: &Modules) -> String {
         let route = "              - match: {prefix: \"/\"}\n                direct_response: {status: 200, body: {inline_string: \"ok\"}}\n";
-        bootstrap_yaml(route, &self.filters(secret, jwks, gatehouse_wasm, floor_wasm), "")
+        bootstrap_yaml(route, &self.filters(secret, jwks, modules), "")
     }
 }

@@ -8,6 +8,8 @@ use anyhow::{bail, Context};
 #[derive(Debug, Clone, Copy)]
 pub struct WrkResult {
     pub requests_per_second: f64,
+    /// Requests completed in the run ("N requests in").
+    pub requests: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
 }
@@ -91,8 +93,14 @@ pub fn parse(text: &str) -> anyhow::Result<WrkResult> {
         let value = line.split_whitespace().nth(1).context("empty latency line")?;
         duration_ms(value)
     };
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim_start().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .context("no \"N requests in\" in wrk's output")?;
     Ok(WrkResult {
         requests_per_second: rps,
+        requests,
         p50_ms: percentile("50%")?,
         p99_ms: percentile("99%")?,
     })
@@ -135,6 +143,7 @@ Transfer/sec:      1.81MB
     fn parses_wrk_reports() {
         let r = parse(REPORT).unwrap();
         assert_eq!(r.requests_per_second, 24590.12);
+        assert_eq!(r.requests, 98365);
         assert_eq!(r.p50_ms, 1.25);
         assert_eq!(r.p99_ms, 2.43);
         let us = REPORT.replace("1.25ms", "596.00us");

@@ -79,8 +79,12 @@ pub fn wasm_path() -> &'static Path {
             status.success(),
             "building the .wasm failed (is the wasm32-wasip1 target installed?)"
         );
-        let path = workspace().join("target/wasm32-wasip1/release/gatehouse.wasm");
-        assert!(path.exists(), "{} missing after the build", path.display());
+        let built = workspace().join("target/wasm32-wasip1/release/gatehouse.wasm");
+        assert!(built.exists(), "{} missing after the build", built.display());
+        // As `make wasm` does: only the exports filter-exports.txt lists.
+        let path = workspace().join("target/gatehouse.wasm");
+        wasm_trim::trim_file(&workspace().join("filter-exports.txt"), &built, &path)
+            .unwrap_or_else(|e| panic!("trimming the .wasm: {e:#}"));
         path
     })
 }
