@@ -60,6 +60,11 @@ json_field() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]));
 for k in sys.argv[2].split("."): v = v[int(k)] if isinstance(v, list) else v.get(k)
 print(json.dumps(v) if not isinstance(v, str) else v)' "$tmp/body" "$1"; }
 
+# show_token_header TOKEN: prints the JWT's decoded header (its algorithm and key id).
+show_token_header() {
+  echo "(the access token's header: $(python3 -c 'import base64,sys; h=sys.argv[1].split(".")[0]; print(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)).decode())' "$1"))"
+}
+
 fail() { echo "walk-through: FAILED: $*" >&2; exit 1; }
 expect_status() { [ "$STATUS" = "$1" ] || fail "expected HTTP $1, got $STATUS"; }
 expect_field() {
@@ -86,7 +91,7 @@ call -d grant_type=password -d username=alice -d password=alice-demo-pass "$base
 expect_status 200
 expect_field token_type bearer
 ALICE=$(json_field access_token)
-echo "(the access token's header: $(python3 -c 'import base64,sys; h=sys.argv[1].split(".")[0]; print(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)).decode())' "$ALICE"))"
+show_token_header "$ALICE"
 
 echo
 echo "== 4. alice's token on /users/me: the API sees the identity Gatehouse forwarded"
@@ -176,7 +181,7 @@ echo "== 11. A second issuer: dave logs in at the partner, whose keys Envoy foun
 call -d grant_type=password -d username=dave -d password=dave-demo-pass "$partner/token"
 expect_status 200
 DAVE=$(json_field access_token)
-echo "(the access token's header: $(python3 -c 'import base64,sys; h=sys.argv[1].split(".")[0]; print(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)).decode())' "$DAVE"))"
+show_token_header "$DAVE"
 echo
 echo "His token passes where every provider is accepted; the API is told which one it was"
 TOKEN_NAME=DAVE call -H "Authorization: Bearer $DAVE" "$base/users/me"
